@@ -1,0 +1,1 @@
+"""Testing helpers users get too (filled in by the local endpoint's owner)."""
