@@ -207,6 +207,9 @@ class Timeout(BridgeError, TimeoutError):
         *extra: Any,
     ) -> None:
         super().__init__(message, job_id, endpoint_id, hint, timeout, *extra)
+        # TimeoutError is an OSError, which keeps only two of several args in .args;
+        # Celery rebuilds errors from .args, so restore all of them.
+        self.args = (message, job_id, endpoint_id, hint, timeout, *extra)
         self.timeout = timeout
 
 
