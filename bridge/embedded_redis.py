@@ -43,8 +43,9 @@ class EmbeddedRedis:
     server).
     """
 
-    def __init__(self, *, require_real: bool = False, port: int | None = None) -> None:
+    def __init__(self, *, require_real: bool = False, fake: bool = False, port: int | None = None) -> None:
         self.require_real = require_real
+        self.fake = fake
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.kind = ""
@@ -58,7 +59,7 @@ class EmbeddedRedis:
         return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
-        binary = shutil.which("redis-server")
+        binary = None if self.fake else shutil.which("redis-server")
         if binary:
             self._start_real(binary)
         elif self.require_real:
