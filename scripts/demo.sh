@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README's main command: set up on a fresh machine and run the main job: a fan-out batch
+# through Celery against the bundled local endpoint, on embedded defaults (an embedded
+# Redis, a local endpoint and a Celery worker, all on 127.0.0.1, all stopped at the end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh embedded
+exec .venv/bin/bridge demo "$@"
