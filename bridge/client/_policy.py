@@ -1,0 +1,131 @@
+"""How long to back off: retrying failed requests (:class:`RetryPolicy`) and polling a job
+that has not finished (:class:`PollPolicy`). Pure arithmetic, shared by the sync and
+asyncio clients and by the gateway, which builds its own waiting on these."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from bridge import errors
+
+__all__ = ["PollPolicy", "RetryPolicy"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of one request after 429, 5xx or a connection error.
+
+    ``RetryPolicy(attempts=6, deadline=60.0, base=0.25, factor=2.0, max_backoff=10.0,
+    jitter=0.5)``: at most ``attempts`` tries, all started within ``deadline`` seconds of
+    the first; the n-th back-off is ``min(max_backoff, base * factor**(n-1))``, of which a
+    random fraction up to ``jitter`` is taken off (so many clients don't retry in step). A
+    ``Retry-After`` from the server replaces the computed back-off when it is longer.
+    ``RetryPolicy.none()`` never retries.
+    """
+
+    #: Tries in total, the first included.
+    attempts: int = 6
+    #: Seconds from the first try after which no retry is started.
+    deadline: float = 60.0
+    #: First back-off in seconds.
+    base: float = 0.25
+    #: Growth of the back-off per retry.
+    factor: float = 2.0
+    #: Longest single back-off (a longer Retry-After is still honoured within the deadline).
+    max_backoff: float = 10.0
+    #: Fraction of each back-off taken off at random, 0..1.
+    jitter: float = 0.5
+
+    @classmethod
+    def none(cls) -> RetryPolicy:
+        return cls(attempts=1)
+
+    def backoff(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
+        delay = min(self.max_backoff, self.base * self.factor ** max(0, retry - 1))
+        delay -= delay * self.jitter * random.random()
+        if retry_after is not None and retry_after > delay:
+            # The server said when; add a little spread so a crowd does not return at once.
+            delay = retry_after + min(1.0, retry_after * 0.1) * random.random()
+        return max(0.0, delay)
+
+    def next_delay(
+        self, attempt: int, exc: BaseException, started: float, deadline: float | None = None
+    ) -> float | None:
+        """The pause before trying again after ``attempt`` tries failed with ``exc``, or None
+        to give up. ``started`` is the monotonic time of the first try; ``deadline`` an
+        absolute monotonic time from the caller that also bounds the retries."""
+        if not isinstance(exc, errors.RETRYABLE) or attempt >= self.attempts:
+            return None
+        retry_after = getattr(exc, "retry_after", None)
+        delay = self.backoff(attempt, retry_after)
+        end = started + self.deadline
+        if deadline is not None:
+            end = min(end, deadline)
+        if time.monotonic() + delay > end:
+            return None
+        return delay
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How a job is waited for.
+
+    Where the endpoint offers ``GET /status-sync/{id}?wait=ms`` one request is held open for
+    up to ``long_poll`` seconds and returns the moment the job ends. Otherwise (or with
+    ``long_poll=0``) ``/status`` is polled with pauses growing from ``initial`` by
+    ``factor`` up to ``max_interval``. Streams are polled the same way but never pause
+    longer than ``stream_max_interval``, and go back to ``initial`` after each chunk.
+    """
+
+    #: Seconds one long poll may be held by the server; 0 disables long polling.
+    long_poll: float = 30.0
+    #: First pause between polls, seconds.
+    initial: float = 0.2
+    #: Growth of the pause per poll.
+    factor: float = 1.5
+    #: Longest pause between polls.
+    max_interval: float = 5.0
+    #: Longest pause between two reads of /stream.
+    stream_max_interval: float = 1.0
+
+
+class Waiter:
+    """The clock of one wait: the deadline and the next pause. Not shared between waits."""
+
+    def __init__(self, timeout: float | None, poll: PollPolicy, *, stream: bool = False) -> None:
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        self._poll = poll
+        self._max = poll.stream_max_interval if stream else poll.max_interval
+        self._interval = poll.initial
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def long_poll_wait(self) -> float | None:
+        """Seconds to ask the server to hold the next status look; None for a plain look."""
+        if self._poll.long_poll <= 0:
+            return None
+        remaining = self.remaining()
+        wait = self._poll.long_poll if remaining is None else min(self._poll.long_poll, remaining)
+        # Under a second the plain /status is as good and RunPod's wait= floor is 1 s.
+        return wait if wait >= 1.0 else None
+
+    def next_pause(self) -> float:
+        """The pause before the next poll (bounded by the deadline); the one after grows."""
+        pause = self._interval
+        self._interval = min(self._max, self._interval * self._poll.factor)
+        remaining = self.remaining()
+        return pause if remaining is None else min(pause, remaining)
+
+    def reset(self) -> None:
+        """Something happened (a chunk arrived): poll promptly again."""
+        self._interval = self._poll.initial
