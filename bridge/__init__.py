@@ -26,6 +26,8 @@ _EXPORTS: dict[str, str] = {
     # errors
     "BridgeError": "bridge.errors",
     "JobRejected": "bridge.errors",
+    # plugins
+    "hookimpl": "bridge.hookspecs",
     "JobStatus": "bridge.status",
 }
 
