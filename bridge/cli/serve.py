@@ -1,9 +1,166 @@
-"""Placeholder: filled in by its owner."""
+"""``bridge serve``: run the local endpoint (RunPod's endpoint API on 127.0.0.1) in the foreground.
+
+::
+
+    bridge serve examples/handlers.py:echo -e echo --port 8000
+    bridge serve --endpoint echo=examples/handlers.py:echo --endpoint tokens=examples/handlers.py:stream_tokens
+
+Prints the base URL (``http://127.0.0.1:PORT/v2``) on its first line of output, then serves
+until SIGINT or SIGTERM.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
+from typing import Any
+
 import click
+
+from bridge import errors
+from bridge.cli._common import EXIT_INVALID, EXIT_USAGE
+from bridge.local.faults import ROUTES
+from bridge.local.policies import PROFILES
+
+
+def _parse_rate_limit(value: str) -> tuple[str, tuple[float, float]]:
+    # ROUTE=N/SECONDS, e.g. run=100/10
+    route, sep, spec = value.partition("=")
+    count, _, seconds = spec.partition("/")
+    if not sep or route not in ROUTES:
+        raise click.BadParameter(f"{value!r}: expected ROUTE=N/SECONDS with ROUTE one of {', '.join(ROUTES)}")
+    try:
+        return route, (float(count), float(seconds or 1))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: N and SECONDS must be numbers") from None
+
+
+def _parse_error_rate(value: str) -> tuple[str, float]:
+    # [ROUTE=]P, e.g. 0.1 or status=0.5
+    route, sep, rate = value.rpartition("=")
+    try:
+        return (route if sep else "*"), float(rate)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected [ROUTE=]PROBABILITY") from None
+
+
+@click.command("serve")
+@click.argument("handler", required=False)
+@click.option("--endpoint-id", "-e", "endpoint_id", default="local", show_default=True,
+              help="Endpoint id HANDLER is served as (/v2/ID/...).")
+@click.option("--endpoint", "extra_endpoints", multiple=True, metavar="ID=HANDLER",
+              help="Serve another endpoint too (repeatable); HANDLER may then be omitted.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
+@click.option("--port", "-p", default=8000, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--api-key", envvar="BRIDGE_SERVE_API_KEY", default=None,
+              help="Require this key (Bearer or raw Authorization header); env BRIDGE_SERVE_API_KEY.")
+@click.option("--workers", "-w", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Jobs that run at once, per endpoint.")
+@click.option("--return-aggregate-stream", is_flag=True, help="Generator handlers' output is every yielded chunk.")
+@click.option("--profile", type=click.Choice(PROFILES), default="local", show_default=True,
+              help="'runpod': RunPod's rate limits and policy minimums (executionTimeout 5 s, ttl 10 s).")
+@click.option("--retention", type=float, default=1800.0, show_default=True, help="Seconds /run results stay readable.")
+@click.option("--sync-retention", type=float, default=60.0, show_default=True, help="Seconds /runsync results stay readable.")
+@click.option("--execution-timeout", type=float, default=600.0, show_default=True,
+              help="Default policy.executionTimeout, seconds.")
+@click.option("--rate-limit", "rate_limits", multiple=True, metavar="ROUTE=N/SECONDS",
+              help="Token-bucket limit for a route (repeatable), e.g. run=1000/10; over it → 429.")
+@click.option("--error-rate", "error_rates", multiple=True, metavar="[ROUTE=]P",
+              help="Answer 500 to this fraction of requests (to one route, or all).")
+@click.option("--latency", type=float, default=0.0, help="Seconds added to every request.")
+@click.option("--cold-start", type=float, default=0.0, help="Seconds the first job waits for a worker to boot.")
+@click.option("--webhook-retry-delay", type=float, default=10.0, show_default=True,
+              help="Seconds between webhook attempts (3 attempts in all).")
+@click.option("--worker-command", default=None, metavar="CMD",
+              help="Run jobs in external runpod worker processes instead of HANDLER (not available yet).")
+@click.option("--worker-count", default=1, type=click.IntRange(min=1), help="Worker processes for --worker-command.")
+def serve(
+    handler: str | None,
+    endpoint_id: str,
+    extra_endpoints: tuple[str, ...],
+    host: str,
+    port: int,
+    api_key: str | None,
+    workers: int,
+    return_aggregate_stream: bool,
+    profile: str,
+    retention: float,
+    sync_retention: float,
+    execution_timeout: float,
+    rate_limits: tuple[str, ...],
+    error_rates: tuple[str, ...],
+    latency: float,
+    cold_start: float,
+    webhook_retry_delay: float,
+    worker_command: str | None,
+    worker_count: int,
+) -> None:
+    """Serve HANDLER (path/to/file.py:function or package.module:function) as a RunPod-style endpoint."""
+    if worker_command is not None:
+        if handler is not None:
+            raise click.UsageError("give either HANDLER or --worker-command, not both")
+        click.echo("--worker-command is not available yet (issue 6); serve a HANDLER instead", err=True)
+        sys.exit(EXIT_USAGE)
+    endpoints: list[tuple[str, str]] = []
+    if handler is not None:
+        endpoints.append((endpoint_id, handler))
+    for item in extra_endpoints:
+        ep_id, sep, spec = item.partition("=")
+        if not sep or not ep_id or not spec:
+            raise click.BadParameter(f"{item!r}: expected ID=HANDLER", param_hint="--endpoint")
+        endpoints.append((ep_id, spec))
+    if not endpoints:
+        raise click.UsageError("give a HANDLER (or --endpoint ID=HANDLER)")
+    faults: dict[str, Any] = {"latency": latency, "cold_start": cold_start}
+    if rate_limits:
+        limits = dict(_parse_rate_limit(v) for v in rate_limits)
+        if profile == "runpod":
+            from bridge.local.faults import RUNPOD_LIMITS
+
+            limits = {**RUNPOD_LIMITS, **limits}
+        faults["rate_limits"] = limits
+    if error_rates:
+        faults["error_rate"] = dict(_parse_error_rate(v) for v in error_rates)
+    options = {
+        "workers": workers, "return_aggregate_stream": return_aggregate_stream, "retention": retention,
+        "sync_retention": sync_retention, "execution_timeout": execution_timeout,
+    }
+    try:
+        asyncio.run(_serve(endpoints, host, port, api_key, profile, faults, webhook_retry_delay, options))
+    except errors.BridgeError as exc:
+        click.echo(f"bridge serve: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    except OSError as exc:
+        click.echo(f"bridge serve: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+async def _serve(
+    endpoints: list[tuple[str, str]], host: str, port: int, api_key: str | None, profile: str,
+    faults: dict[str, Any], webhook_retry_delay: float, options: dict[str, Any],
+) -> None:
+    from bridge.local.server import LocalServer
+
+    server = LocalServer(host=host, port=port, api_key=api_key, profile=profile, faults=faults,
+                         webhook_retry_delay=webhook_retry_delay)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for ep_id, spec in endpoints:
+            server.add_endpoint(ep_id, spec, **options)
+        base_url = await server.start()
+        click.echo(f"bridge local endpoint serving {base_url} "
+                   f"(endpoints: {', '.join(e for e, _ in endpoints)}; profile {profile}"
+                   f"{'; API key required' if api_key else ''})")
+        sys.stdout.flush()
+        await stop.wait()
+        click.echo("bridge serve: stopping", err=True)
+    finally:
+        await server.stop()
 
 
 def register(group: click.Group) -> None:
-    pass
+    group.add_command(serve)

@@ -1,0 +1,261 @@
+"""HTTP routes of the local endpoint: RunPod's API under ``/v2/{endpoint_id}/`` and the
+test-only introspection routes under ``/_bridge/``.
+
+Every ``/v2`` request passes, in order: request counting, added latency, the API-key check
+(401), the endpoint lookup (404), the rate limit (429 + ``Retry-After``) and error
+injection, then the route itself. Error bodies are ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from bridge.local import policies
+from bridge.local.faults import retry_after_header
+from bridge.local.jobs import LocalJob
+
+if TYPE_CHECKING:
+    from bridge.local.server import LocalServer, ServedEndpoint
+
+Route = Callable[[web.Request, "ServedEndpoint"], Awaitable[web.StreamResponse]]
+_GONE = "job {} not found: unknown, purged, past its ttl, or past result retention"
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """aiohttp's own 404/405 pages become JSON error bodies too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error(exc.status, exc.reason if exc.status != 404 else f"no route {request.method} {request.path}")
+        raise
+
+
+class Routes:
+    def __init__(self, server: LocalServer) -> None:
+        self.server = server
+
+    def install(self, app: web.Application) -> None:
+        add = app.router.add_route
+        for method, path, op, fn in (
+            ("POST", "run", "run", self.run),
+            ("POST", "runsync", "runsync", self.runsync),
+            ("GET", "status/{job_id}", "status", self.status),
+            ("POST", "status/{job_id}", "status", self.status),
+            ("GET", "status-sync/{job_id}", "status-sync", self.status_sync),
+            ("POST", "status-sync/{job_id}", "status-sync", self.status_sync),
+            ("GET", "stream/{job_id}", "stream", self.stream),
+            ("POST", "stream/{job_id}", "stream", self.stream),
+            ("POST", "cancel/{job_id}", "cancel", self.cancel),
+            ("POST", "retry/{job_id}", "retry", self.retry),
+            ("POST", "purge-queue", "purge-queue", self.purge),
+            ("GET", "health", "health", self.health),
+        ):
+            add(method, "/v2/{endpoint_id}/" + path, self._guard(op, fn))
+        for method, path, fn2 in (
+            ("GET", "/_bridge/stats", self.stats),
+            ("POST", "/_bridge/stats/reset", self.reset_stats),
+            ("GET", "/_bridge/jobs/{job_id}", self.job_state),
+            ("GET", "/_bridge/faults", self.faults),
+            ("POST", "/_bridge/faults", self.set_faults),
+            ("GET", "/_bridge/endpoints", self.endpoints),
+        ):
+            add(method, path, self._guard_test(fn2))
+
+    # -- the pipeline every request passes -----------------------------------------------
+
+    def authorised(self, request: web.Request) -> bool:
+        key = self.server.api_key
+        if not key:
+            return True
+        given = request.headers.get("Authorization", "").strip()
+        if given[:7].lower() == "bearer ":
+            given = given[7:].strip()
+        return hmac.compare_digest(given.encode(), key.encode())
+
+    def _guard(self, op: str, fn: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        server = self.server
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            endpoint_id = request.match_info["endpoint_id"]
+            server.count(endpoint_id, op)
+            delay = server.faults.delay_for(op)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not self.authorised(request):
+                return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+            endpoint = server.endpoints.get(endpoint_id)
+            if endpoint is None:
+                return error(404, f"unknown endpoint {endpoint_id!r}")
+            wait = server.faults.throttle(endpoint_id, op)
+            if wait > 0:
+                return error(429, f"rate limit for {op} exceeded; retry later",
+                             {"Retry-After": retry_after_header(wait)})
+            if server.faults.inject_error(op):
+                return error(server.faults.error_status, f"injected fault on {op} (error_rate)")
+            try:
+                return await fn(request, endpoint)
+            except policies.PolicyError as exc:
+                return error(400, str(exc))
+
+        return handle
+
+    def _guard_test(self, fn: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if not self.authorised(request):
+                return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+            return await fn(request)
+
+        return handle
+
+    # -- RunPod's routes ------------------------------------------------------------------
+
+    async def _submit(self, request: web.Request, ep: ServedEndpoint, sync: bool) -> LocalJob | web.Response:
+        limit = ep.options.max_runsync_bytes if sync else ep.options.max_run_bytes
+        route = "runsync" if sync else "run"
+        too_big = error(413, f"request body over the {limit // (1024 * 1024)} MB limit of /{route}; "
+                             "upload large inputs elsewhere and pass a URL")
+        if request.content_length is not None and request.content_length > limit:
+            return too_big
+        raw = bytearray()
+        async for chunk in request.content.iter_any():
+            raw.extend(chunk)
+            if len(raw) > limit:
+                return too_big
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            return error(400, "request body is not valid JSON")
+        if not isinstance(body, dict) or "input" not in body:
+            return error(400, 'request body must be a JSON object with an "input" key')
+        webhook = body.get("webhook")
+        if webhook is not None and not isinstance(webhook, str):
+            return error(400, "webhook must be a URL string")
+        s3 = body.get("s3Config")
+        execution, ttl, low = policies.apply_policy(body.get("policy"), ep.options, self.server.profile)
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None:
+            known = ep.store.by_idempotency_key(key)
+            if known is not None:
+                return known
+        job = LocalJob(
+            id=ep.store.new_id(sync), input=body["input"], webhook=webhook,
+            policy=body.get("policy") or {}, s3_config=s3 if isinstance(s3, dict) else None,
+            sync=sync, low_priority=low, execution_timeout=execution, ttl=ttl,
+            retention=ep.options.sync_retention if sync else ep.options.retention, idempotency_key=key,
+        )
+        return ep.store.submit(job)
+
+    async def run(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
+        job = await self._submit(request, ep, sync=False)
+        if isinstance(job, web.Response):
+            return job
+        return web.json_response({"id": job.id, "status": job.status})
+
+    async def runsync(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
+        wait = policies.runsync_wait(request.query.get("wait"), ep.options, self.server.profile)
+        job = await self._submit(request, ep, sync=True)
+        if isinstance(job, web.Response):
+            return job
+        await ep.store.wait(job, wait)
+        if ep.store.get(job.id) is not job:
+            return error(404, _GONE.format(job.id))
+        if job.terminal:
+            return web.json_response(job.status_body())
+        return web.json_response({"id": job.id, "status": job.status})
+
+    def _job(self, request: web.Request, ep: ServedEndpoint) -> LocalJob | None:
+        return ep.store.get(request.match_info["job_id"])
+
+    async def status(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
+        job = self._job(request, ep)
+        if job is None:
+            return error(404, _GONE.format(request.match_info["job_id"]))
+        return web.json_response(job.status_body())
+
+    async def status_sync(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
+        job = self._job(request, ep)
+        if job is None:
+            return error(404, _GONE.format(request.match_info["job_id"]))
+        await ep.store.wait(job, policies.poll_wait(request.query.get("wait"), default=90.0))
+        if ep.store.get(job.id) is not job:
+            return error(404, _GONE.format(job.id))
+        return web.json_response(job.status_body())
+
+    async def stream(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
+        job = self._job(request, ep)
+        if job is None:
+            return error(404, _GONE.format(request.match_info["job_id"]))
+        # An optional ?wait=ms holds the call until a chunk arrives or the job ends.
+        wait = policies.poll_wait(request.query.get("wait"), default=0.0)
+        if wait > 0:
+            await ep.store.wait(job, wait, for_chunks=True)
+            if ep.store.get(job.id) is not job:
+                return error(404, _GONE.format(job.id))
+        return web.json_response(job.drain())
+
+    async def cancel(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
+        job = self._job(request, ep)
+        if job is None:
+            return error(404, _GONE.format(request.match_info["job_id"]))
+        ep.store.cancel(job)  # an already finished job keeps (and reports) its status
+        return web.json_response({"id": job.id, "status": job.status})
+
+    async def retry(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
+        job = self._job(request, ep)
+        if job is None:
+            return error(404, _GONE.format(request.match_info["job_id"]))
+        if not ep.store.retry(job):
+            return error(400, f"job {job.id} is {job.status}; only FAILED, TIMED_OUT and CANCELLED jobs can be retried")
+        return web.json_response({"id": job.id, "status": job.status})
+
+    async def purge(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
+        return web.json_response({"removed": ep.store.purge(), "status": "completed"})
+
+    async def health(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
+        return web.json_response(ep.health())
+
+    # -- test-only routes -------------------------------------------------------------------
+
+    async def stats(self, request: web.Request) -> web.StreamResponse:
+        endpoint = request.query.get("endpoint")
+        if endpoint:
+            return web.json_response(self.server.stats(endpoint))
+        return web.json_response(self.server.all_stats())
+
+    async def reset_stats(self, request: web.Request) -> web.StreamResponse:
+        self.server.reset_stats()
+        return web.json_response({"status": "reset"})
+
+    async def job_state(self, request: web.Request) -> web.StreamResponse:
+        state = self.server.job_state(request.match_info["job_id"])
+        if state is None:
+            return error(404, _GONE.format(request.match_info["job_id"]))
+        return web.json_response(state)
+
+    async def faults(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.server.faults.describe())
+
+    async def set_faults(self, request: web.Request) -> web.StreamResponse:
+        try:
+            settings: Any = await request.json()
+            if not isinstance(settings, dict):
+                raise ValueError("body must be a JSON object of fault settings")
+            self.server.set_faults(**settings)
+        except (ValueError, TypeError) as exc:
+            return error(400, str(exc))
+        return web.json_response(self.server.faults.describe())
+
+    async def endpoints(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({ep_id: ep.describe() for ep_id, ep in self.server.endpoints.items()})

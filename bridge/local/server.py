@@ -1,0 +1,198 @@
+"""The local endpoint server: several endpoints (each a job store plus a runner) behind one
+aiohttp application, with shared faults, request statistics and webhook delivery.
+
+Use it from asyncio code (``await LocalServer(...).start()``), from synchronous code and
+tests through :class:`bridge.testing.LocalEndpoint` (a background thread), or from the
+command line with ``bridge serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from bridge.local import policies
+from bridge.local.faults import Faults
+from bridge.local.jobs import JobStore
+from bridge.local.loading import Handler, load_handler
+from bridge.local.routes import Routes, json_errors
+from bridge.local.runner import HandlerRunner
+from bridge.local.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+
+class ServedEndpoint:
+    """One endpoint: its options, its job store and the runner executing its jobs."""
+
+    def __init__(self, endpoint_id: str, options: policies.EndpointOptions, store: JobStore,
+                 runner: HandlerRunner | None) -> None:
+        self.endpoint_id = endpoint_id
+        self.options = options
+        self.store = store
+        self.runner = runner
+
+    def health(self) -> dict[str, Any]:
+        counters = self.store.counters
+        workers = self.options.workers
+        running = self.store.in_progress
+        initializing = 1 if self.runner is not None and self.runner.initializing else 0
+        idle = max(0, workers - running - initializing)
+        return {
+            "jobs": {
+                "completed": counters.completed,
+                "failed": counters.failed,
+                "inProgress": running,
+                "inQueue": self.store.in_queue,
+                "retried": counters.retried,
+            },
+            "workers": {
+                "idle": idle,
+                "running": min(running, workers),
+                "initializing": initializing,
+                "ready": idle,
+                "throttled": 0,
+                "unhealthy": 0,
+            },
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "options": asdict(self.options),
+            "handler_kind": self.runner.kind if self.runner is not None else None,
+            "submissions": self.store.counters.submitted,
+        }
+
+
+class LocalServer:
+    """RunPod's endpoint API over in-process handlers. Methods run on the server's loop."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        profile: str | None = None,
+        faults: dict[str, Any] | None = None,
+        webhook_retries: int = 2,
+        webhook_retry_delay: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.profile = policies.check_profile(profile)
+        self.faults = Faults.for_profile(self.profile)
+        if faults:
+            self.faults.update(**faults)
+        self.endpoints: dict[str, ServedEndpoint] = {}
+        self.webhooks = WebhookSender(retries=webhook_retries, delay=webhook_retry_delay)
+        self._counts: dict[str, Counter[str]] = {}
+        self._runner: web.AppRunner | None = None
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def add_endpoint(
+        self,
+        endpoint_id: str,
+        handler: Handler | str | None = None,
+        *,
+        runner: bool = True,
+        **options: Any,
+    ) -> ServedEndpoint:
+        """Serve ``endpoint_id`` with ``handler`` (callable, spec string, or None for echo).
+
+        ``options`` are :class:`~bridge.local.policies.EndpointOptions` fields. With
+        ``runner=False`` no in-process runner is started: an external runner takes the
+        store's jobs (see ``bridge.local.jobs``). Must be called on the server's loop.
+        """
+        if endpoint_id in self.endpoints:
+            raise ValueError(f"endpoint {endpoint_id!r} is already served")
+        opts = policies.EndpointOptions(**options)
+        store = JobStore(endpoint_id)
+        store.terminal_listeners.append(self.webhooks.job_finished)
+        job_runner = None
+        if runner:
+            job_runner = HandlerRunner(
+                store, load_handler(handler), workers=opts.workers,
+                return_aggregate_stream=opts.return_aggregate_stream, cold_start=lambda: self.faults.cold_start,
+            )
+            job_runner.start()
+        served = ServedEndpoint(endpoint_id, opts, store, job_runner)
+        self.endpoints[endpoint_id] = served
+        return served
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[json_errors])
+        Routes(self).install(app)
+        return app
+
+    async def start(self) -> str:
+        """Bind and serve; returns the base URL (``http://host:port/v2``)."""
+        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        return self.base_url
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v2"
+
+    async def stop(self) -> None:
+        for ep in self.endpoints.values():
+            ep.store.close()
+            if ep.runner is not None:
+                await ep.runner.close()
+        await self.webhooks.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- faults and introspection ----------------------------------------------------------
+
+    def set_faults(self, **settings: Any) -> None:
+        """Change fault settings at runtime (see ``bridge.local.faults``); 'profile' too."""
+        profile = settings.pop("profile", None)
+        if profile is not None:
+            self.profile = policies.check_profile(profile)
+            settings.setdefault("rate_limits", "runpod" if self.profile == "runpod" else None)
+        self.faults.update(**settings)
+        if "cold_start" in settings:
+            for ep in self.endpoints.values():
+                if ep.runner is not None:
+                    ep.runner.warm = False
+
+    def count(self, endpoint_id: str, route: str) -> None:
+        self._counts.setdefault(endpoint_id, Counter())[route] += 1
+
+    def stats(self, endpoint_id: str) -> dict[str, int]:
+        return dict(self._counts.get(endpoint_id, {}))
+
+    def all_stats(self) -> dict[str, Any]:
+        return {
+            "requests": {ep: dict(c) for ep, c in self._counts.items()},
+            "submissions": {ep_id: ep.store.counters.submitted for ep_id, ep in self.endpoints.items()},
+            "webhooks": {"delivered": self.webhooks.delivered, "failed": self.webhooks.failed},
+        }
+
+    def reset_stats(self) -> None:
+        self._counts.clear()
+
+    def job_state(self, job_id: str) -> dict[str, Any] | None:
+        for ep in self.endpoints.values():
+            job = ep.store.get(job_id)
+            if job is not None:
+                return {"endpoint_id": ep.endpoint_id, **job.describe()}
+        return None
