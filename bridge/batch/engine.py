@@ -1,0 +1,309 @@
+"""The asyncio batch engine: submit every input once, wait for each job, journal each result.
+
+One coroutine per job in flight (bounded by :class:`~bridge.batch.admission.Gate`), with
+submissions paced by :class:`~bridge.batch.admission.Pacer`. Each input is submitted with the
+deterministic ``Idempotency-Key`` ``bridge-batch-{batch_id}-{index}-{attempt}``: a crash between
+the endpoint accepting a job and the journal recording its id is healed on resume, because the
+same key returns the same job instead of a second one. ``attempt`` only grows when a job was
+cancelled by a whole-batch cancel (Ctrl+C), so such inputs are resubmitted with a fresh key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge import errors
+from bridge.batch import store as st
+from bridge.batch.admission import Gate, Pacer, Rate, default_rate
+from bridge.batch.waiting import PollWaiter, Waiter
+from bridge.config import resolve_base_url
+from bridge.status import is_terminal
+
+log = logging.getLogger("bridge.batch")
+
+
+def idempotency_key(batch_id: str, index: int, attempt: int) -> str:
+    return f"bridge-batch-{batch_id}-{index}-{attempt}"
+
+
+def error_dict(exc: BaseException) -> dict[str, Any]:
+    """A JSON-safe description of why an input failed (what goes to the failures file)."""
+    body: dict[str, Any] = {"type": type(exc).__name__, "message": errors.scrub(str(exc))}
+    remote = getattr(exc, "error", None)
+    if remote is not None:
+        body["error"] = remote if isinstance(remote, (dict, list)) else errors.scrub(str(remote))
+    return body
+
+
+def status_error(status: str, body: dict[str, Any]) -> dict[str, Any]:
+    remote = body.get("error")
+    if isinstance(remote, str) and remote.startswith("{"):
+        try:
+            remote = json.loads(remote)  # RunPod's worker sends a JSON-encoded error object
+        except ValueError:
+            pass
+    return {
+        "type": {"FAILED": "JobFailed", "CANCELLED": "JobCancelled", "TIMED_OUT": "JobTimedOut"}.get(
+            status, "JobError"
+        ),
+        "message": f"the remote job ended {status}",
+        "error": remote if isinstance(remote, (dict, list)) or remote is None else errors.scrub(str(remote)),
+    }
+
+
+@dataclass
+class Options:
+    """Everything that shapes a batch run besides its inputs."""
+
+    concurrency: int = 200
+    max_queue_depth: int | None = None
+    run_rate: Rate | None = None
+    cancel_rate: Rate | None = None
+    policy: dict[str, Any] | None = None
+    #: Retries of one submission after 5xx/connection errors (429s are retried without limit,
+    #: paced by the Pacer, because they only mean "later").
+    submit_attempts: int = 8
+    api_key: str | None = None
+    base_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Counters:
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    in_flight: int = 0
+    submitted: int = 0
+    resumed: int = 0
+    skipped: int = 0
+    throttled: int = 0
+
+
+class Engine:
+    """Runs one batch inside an event loop; :meth:`run` returns when every input finished or
+    the batch was cancelled (then every job it had in flight has been cancelled remotely)."""
+
+    def __init__(
+        self,
+        batch_id: str,
+        endpoint_id: str,
+        inputs: Iterable[Any],
+        store: st.Store,
+        options: Options,
+        *,
+        waiter: Waiter | None = None,
+        endpoint_factory: Callable[[], Any] | None = None,
+        on_finish: Callable[[int], None] | None = None,
+    ) -> None:
+        self.batch_id = batch_id
+        self.endpoint_id = endpoint_id
+        self.inputs = inputs
+        self.store = store
+        self.options = options
+        self.base_url = resolve_base_url(options.base_url)
+        self.counters = Counters()
+        self._waiter = waiter
+        self._endpoint_factory = endpoint_factory
+        self._on_finish = on_finish
+        self.run_pacer = Pacer(default_rate("run", self.base_url, options.run_rate))
+        self.cancel_pacer = Pacer(default_rate("cancel", self.base_url, options.cancel_rate))
+        self.gate = Gate(options.concurrency, options.max_queue_depth)
+        self.cancel_event = asyncio.Event()
+        self.total: int | None = None
+        self._jobs: dict[int, tuple[int, str | None]] = {}  # index -> (attempt, job id) in flight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ep: Any = None
+
+    # -- public ------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop admitting inputs and cancel every job in flight (call from the loop)."""
+        self.cancel_event.set()
+
+    async def run(self) -> Counters:
+        self._ep = self._make_endpoint()
+        try:
+            await self._produce()
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        finally:
+            self.store.flush()
+            close = getattr(self._ep, "close", None)
+            if close is not None:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+        return self.counters
+
+    # -- internals ---------------------------------------------------------------------------
+    def _make_endpoint(self) -> Any:
+        if self._endpoint_factory is not None:
+            return self._endpoint_factory()
+        from bridge.client import RetryPolicy
+        from bridge.client.aio import AsyncioEndpoint
+
+        # The engine does its own retrying (429s feed the pacer), so each request is tried once.
+        return AsyncioEndpoint(
+            self.endpoint_id, api_key=self.options.api_key, base_url=self.base_url, retry=RetryPolicy.none()
+        )
+
+    async def _produce(self) -> None:
+        fresh = not self.store.counts()  # a new journal: skip the per-index look-ups
+        index = -1
+        for index, value in enumerate(self.inputs):
+            if self.cancel_event.is_set():
+                break
+            item = None if fresh else self.store.get(index)
+            if item is not None and item.finished:
+                self.counters.skipped += 1
+                self._count_finished(item.state)
+                continue
+            if not await self._enter(index):
+                break
+            if self.cancel_event.is_set():
+                await self.gate.leave(index)
+                break
+            if item is not None and item.state == st.SUBMITTED and item.job_id:
+                self.counters.resumed += 1
+                self._spawn(self._one(index, value, item.attempt, item.job_id))
+            else:
+                attempt = item.attempt if item is not None else 0
+                self._spawn(self._one(index, value, attempt, None))
+        else:
+            self.total = index + 1
+
+    def _count_finished(self, state: str) -> None:
+        if state == st.DONE:
+            self.counters.done += 1
+        else:
+            self.counters.failed += 1
+
+    async def _enter(self, index: int) -> bool:
+        """Wait for a slot; False when the batch was cancelled while waiting."""
+        enter = asyncio.ensure_future(self.gate.enter(index))
+        stop = asyncio.ensure_future(self.cancel_event.wait())
+        await asyncio.wait({enter, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if enter.done():
+            return True
+        enter.cancel()
+        await asyncio.gather(enter, return_exceptions=True)
+        return False
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, index: int, value: Any, attempt: int, job_id: str | None) -> None:
+        self.counters.in_flight += 1
+        self._jobs[index] = (attempt, job_id)
+        try:
+            if job_id is None:
+                job_id = await self._submit(index, value, attempt)
+                if job_id is None:  # cancelled before the endpoint accepted anything
+                    return
+                self._jobs[index] = (attempt, job_id)
+                self.store.submitted(index, attempt, job_id)
+            if self.cancel_event.is_set():
+                await self._cancel_remote(index, attempt, job_id)
+                return
+            body = await self._wait(index, job_id)
+            if body is None:
+                await self._cancel_remote(index, attempt, job_id)
+                return
+            status = str(body.get("status"))
+            if status == "COMPLETED":
+                self.store.finished(index, st.DONE, attempt, job_id, body.get("output"))
+                self.counters.done += 1
+            else:
+                self.store.finished(index, st.FAILED, attempt, job_id, status_error(status, body))
+                self.counters.failed += 1
+        except errors.BridgeError as exc:
+            self.store.finished(index, st.FAILED, attempt, job_id, error_dict(exc))
+            self.counters.failed += 1
+        finally:
+            self._jobs.pop(index, None)
+            self.counters.in_flight -= 1
+            await self.gate.leave(index)
+            if self._on_finish is not None:
+                self._on_finish(index)
+
+    async def _submit(self, index: int, value: Any, attempt: int) -> str | None:
+        key = idempotency_key(self.batch_id, index, attempt)
+        failures = 0
+        while True:
+            if self.cancel_event.is_set() and failures == 0:
+                return None
+            await self.run_pacer.acquire()
+            try:
+                job = await self._ep.run(
+                    value, webhook=self._webhook_for(index), policy=self.options.policy, idempotency_key=key
+                )
+            except errors.RateLimited as exc:
+                # Absorbed: pause every sender, then try again with the same key.
+                self.run_pacer.penalize(exc.retry_after if exc.retry_after is not None else 1.0)
+                self.counters.throttled += 1
+                continue
+            except (errors.ServerError, errors.TransportError):
+                failures += 1
+                if failures >= self.options.submit_attempts:
+                    raise
+                # The same key makes the retry safe even if the endpoint did create the job.
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            self.counters.submitted += 1
+            return str(job.job_id)
+
+    def _webhook_for(self, index: int) -> str | None:
+        if self._waiter is None:
+            return None
+        return self._waiter.webhook_for(self.batch_id, index)
+
+    async def _wait(self, index: int, job_id: str) -> dict[str, Any] | None:
+        """The terminal status body, or None when the batch was cancelled first."""
+        waiter = self._waiter or PollWaiter()
+        job = self._ep.job(job_id)
+        waiting = asyncio.ensure_future(
+            waiter.wait(job, self.batch_id, index, lambda: self.gate.started(index))
+        )
+        stop = asyncio.ensure_future(self.cancel_event.wait())
+        try:
+            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if waiting.done():
+            return waiting.result()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        return None
+
+    async def _cancel_remote(self, index: int, attempt: int, job_id: str) -> None:
+        """Cancel one job at the endpoint and journal it for resubmission with a fresh key."""
+        for tries in range(1, 6):
+            await self.cancel_pacer.acquire()
+            try:
+                await self._ep.job(job_id).cancel()
+                break
+            except errors.RateLimited as exc:
+                self.cancel_pacer.penalize(exc.retry_after or 1.0)
+            except errors.NotFound:
+                break  # expired or already gone: nothing left to stop
+            except errors.BridgeError as exc:
+                log.warning("cancelling job %s failed (try %d): %s", job_id, tries, exc)
+                await asyncio.sleep(0.2 * tries)
+        self.store.cancelled(index, attempt + 1, job_id)
+        self.counters.cancelled += 1
+
+
+def elapsed_since(start: float) -> float:
+    return time.monotonic() - start
+
+
+__all__ = ["Counters", "Engine", "Options", "idempotency_key", "is_terminal"]
