@@ -47,10 +47,12 @@ __all__ = [
 ]
 
 #: First-party plugins: name → ``module:object`` in the ``bridge_plugins`` package.
+#: Registration order matters where two are both tryfirst: ``schema`` (registered after
+#: ``cache``) checks an output before ``cache`` stores it.
 FIRST_PARTY: dict[str, str] = {
     "openai_chat": "bridge_plugins.openai_chat:OpenAIChatPlugin",
-    "schema": "bridge_plugins.schema:SchemaPlugin",
     "cache": "bridge_plugins.cache:CachePlugin",
+    "schema": "bridge_plugins.schema:SchemaPlugin",
     "metrics": "bridge_plugins.metrics:MetricsPlugin",
     "redact": "bridge_plugins.redact:RedactPlugin",
 }
