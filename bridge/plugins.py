@@ -40,6 +40,7 @@ from bridge.errors import ConfigurationError, scrub
 
 __all__ = [
     "FIRST_PARTY",
+    "declared_hooks",
     "PluginInfo",
     "PluginManager",
     "make_plugin_manager",
@@ -70,6 +71,7 @@ class PluginInfo:
     ref: str  # module:object
     enabled: bool
     reason: str = ""  # why it is disabled
+    error: str = ""  # why it failed to load (only with strict=False)
     hooks: list[str] = field(default_factory=list)
 
 
@@ -90,13 +92,16 @@ def make_plugin_manager(
     entry_points: bool | None = None,
     extra: Mapping[str, Any] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    strict: bool = True,
 ) -> PluginManager:
     """Build a plugin manager from settings: discover, configure, register, ``check_pending()``.
 
     ``environ`` defaults to ``os.environ``. ``extra`` (name → plugin object or class) and
     ``options`` (name → options, over the settings) are for tests and embedding. Raises
     :class:`~bridge.errors.ConfigurationError` naming the plugin when one cannot be imported,
-    instantiated or validated, or implements an unknown hook.
+    instantiated or validated, or implements an unknown hook. With ``strict=False`` (what
+    ``bridge plugins`` uses) such a plugin is recorded in ``pm.infos`` with its ``error`` and
+    skipped instead.
     """
     env = os.environ if environ is None else environ
     pm = PluginManager()
@@ -123,45 +128,73 @@ def make_plugin_manager(
 
     seen: dict[str, str] = {}
     for name, ref, source, default_on in candidates:
-        if name in seen:
-            raise ConfigurationError(
-                f"two plugins are named {name!r} ({seen[name]} and {source})", None, None, _HINT
-            )
-        seen[name] = source
         opts = settings.get(name, {})
         ref_text = ref if isinstance(ref, str) else _describe(ref)
         info = PluginInfo(name, source, ref_text, False)
-        pm.infos[name] = info
-        explicit = opts.get("enabled")
-        if "*" in disabled or name in disabled:
-            info.reason = "disabled by BRIDGE_DISABLE_PLUGINS"
-        elif explicit is not None and not _truthy(explicit):
-            info.reason = "disabled by its 'enabled' option"
-        elif not default_on and not opts:
-            info.reason = f"not configured (set BRIDGE_PLUGIN_{_env_name(name)}_<OPTION>)"
-        else:
-            info.enabled = True
-        if not info.enabled:
-            continue
-        plugin = _instantiate(name, ref, source, opts)
-        pm.options[name] = dict(opts)
         try:
-            pm.register(plugin, name=name)
-        except (pluggy.PluginValidationError, ValueError) as exc:
-            raise ConfigurationError(
-                f"plugin {name!r} ({source}) does not fit bridge's hooks: {scrub(str(exc))}",
-                None, None, _HINT,
-            ) from exc
-        info.hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        plugin_name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
-        raise ConfigurationError(
-            f"plugin {plugin_name!r} implements an unknown hook: {scrub(str(exc))}",
-            None, None, "the hook names in docs/plugins.md (a typo?)",
-        ) from exc
+            if name in seen:
+                raise ConfigurationError(
+                    f"two plugins are named {name!r} ({seen[name]} and {source})", None, None, _HINT
+                )
+            seen[name] = source
+            pm.infos[name] = info
+            explicit = opts.get("enabled")
+            if "*" in disabled or name in disabled:
+                info.reason = "disabled by BRIDGE_DISABLE_PLUGINS"
+            elif explicit is not None and not _truthy(explicit):
+                info.reason = "disabled by its 'enabled' option"
+            elif not default_on and not opts:
+                info.reason = f"not configured (set BRIDGE_PLUGIN_{_env_name(name)}_<OPTION>)"
+                if source == "first-party":
+                    info.hooks = declared_hooks(_load(name, ref, source))
+            else:
+                info.enabled = True
+            if info.enabled:
+                _register(pm, name, ref, source, opts, info)
+        except ConfigurationError as exc:
+            if strict:
+                raise
+            info.enabled = False
+            info.error = str(exc)
+            if pm.infos.get(name) is not info:  # a second plugin with a taken name
+                pm.infos[f"{name} ({source})"] = info
+    pm.check_pending()  # a safety net: _register already checked each plugin
     return pm
+
+
+def _register(pm: PluginManager, name: str, ref: Any, source: str, opts: dict[str, Any], info: PluginInfo) -> None:
+    plugin = _instantiate(name, _load(name, ref, source), source, opts)
+    try:
+        pm.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise ConfigurationError(
+            f"plugin {name!r} ({source}) does not fit bridge's hooks: {scrub(str(exc))}",
+            None, None, _HINT,
+        ) from exc
+    callers = pm.get_hookcallers(plugin) or []
+    unknown = [
+        c.name for c in callers
+        if not c.has_spec() and not any(i.optionalhook for i in c.get_hookimpls() if i.plugin is plugin)
+    ]
+    if unknown:
+        pm.unregister(plugin)
+        raise ConfigurationError(
+            f"plugin {name!r} ({source}) implements unknown hook(s): {', '.join(sorted(unknown))}",
+            None, None, "the hook names in docs/plugins.md (a typo?)",
+        )
+    pm.options[name] = dict(opts)
+    info.hooks = sorted(c.name for c in callers)
+
+
+def declared_hooks(obj: Any) -> list[str]:
+    """Hook names ``obj`` (module, class or instance) marks with ``@hookimpl``, without registering it."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    found = set()
+    for attr in dir(obj):
+        opts = getattr(getattr(obj, attr, None), marker, None)
+        if isinstance(opts, dict):
+            found.add(opts.get("specname") or attr)
+    return sorted(found)
 
 
 # ------------------------------------------------------------------------------ options
@@ -268,23 +301,27 @@ def _describe(obj: Any) -> str:
     return f"{target.__module__}:{target.__qualname__}"
 
 
-def _instantiate(name: str, ref: Any, source: str, opts: dict[str, Any]) -> Any:
-    """Import ``ref`` and, for a class, build it with its options; errors name the plugin."""
+def _load(name: str, ref: Any, source: str) -> Any:
+    """Import ``ref`` (entry point, ``module:attr`` text or an object); errors name the plugin."""
     try:
         if isinstance(ref, metadata.EntryPoint):
-            obj = ref.load()
-        elif isinstance(ref, str):
+            return ref.load()
+        if isinstance(ref, str):
             module_name, _, attr = ref.partition(":")
-            obj = importlib.import_module(module_name)
+            obj: Any = importlib.import_module(module_name)
             for part in filter(None, attr.split(".")):
                 obj = getattr(obj, part)
-        else:
-            obj = ref
+            return obj
+        return ref
     except Exception as exc:  # import errors of any kind must name the plugin
         raise ConfigurationError(
             f"plugin {name!r} ({source}) failed to load: {type(exc).__name__}: {scrub(str(exc))}",
             None, None, _HINT,
         ) from exc
+
+
+def _instantiate(name: str, obj: Any, source: str, opts: dict[str, Any]) -> Any:
+    """A class is built (with its options when its constructor takes an argument)."""
     if not inspect.isclass(obj):
         return obj
     try:
