@@ -92,8 +92,10 @@ class JobBase:
     def _outcome(self, body: Mapping[str, Any]) -> Any:
         return self._endpoint_base._wire.outcome(body, self.job_id)
 
-    def _timeout(self, waiter: Waiter, note: str = "") -> errors.Timeout:
-        return self._endpoint_base._wire.timeout_error(self.job_id, waiter.timeout, self.last_status, note)
+    def _timeout(self, waiter: Waiter, note: str = "", status: str | None = None) -> errors.Timeout:
+        return self._endpoint_base._wire.timeout_error(
+            self.job_id, waiter.timeout, status or self.last_status, note
+        )
 
     def _should_pause(self, wait: float | None, held: float, before: str | None, body: Mapping[str, Any]) -> bool:
         """After a non-terminal look: pause before the next one? Not after a long poll that

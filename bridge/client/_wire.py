@@ -177,8 +177,14 @@ class Wire:
             self.headers, read_timeout=wait_ms / 1000 + HOLD_MARGIN, job_id=job_id,
         )
 
-    def stream(self, job_id: str) -> Call:
-        return Call("GET", self._job_url("stream", job_id), "stream", self.headers, job_id=job_id)
+    def stream(self, job_id: str, wait: float | None = None) -> Call:
+        """``GET /stream``; ``wait`` asks the endpoint to hold the read until a chunk or the
+        end (bridge's local endpoint does; others answer at once and are polled)."""
+        if wait is None:
+            return Call("GET", self._job_url("stream", job_id), "stream", self.headers, job_id=job_id)
+        wait_ms = max(1, int(wait * 1000))
+        return Call("GET", f"{self._job_url('stream', job_id)}?wait={wait_ms}", "stream", self.headers,
+                    read_timeout=wait_ms / 1000 + HOLD_MARGIN, job_id=job_id)
 
     def cancel(self, job_id: str, timeout: float = 3.0) -> Call:
         return Call("POST", self._job_url("cancel", job_id), "cancel", self.headers,

@@ -130,8 +130,10 @@ class AsyncioEndpoint(EndpointBase):
             job = await self.run(input, webhook=webhook, policy=policy, s3_config=s3_config,
                                  idempotency_key=idempotency_key)
             return await job.output(waiter.remaining(), cancel_on_timeout=cancel_on_timeout)
-        call = self._wire.runsync(input, waiter.remaining() or 0.0, webhook, policy, s3_config,
-                                  idempotency_key)
+        # The endpoint holds runsync up to the long-poll window, then we wait like output().
+        hold = self.poll_policy.long_poll if self.poll_policy.long_poll > 0 else 90.0
+        call = self._wire.runsync(input, min(hold, waiter.remaining() or 0.0), webhook, policy,
+                                  s3_config, idempotency_key)
         body = await self._send(call, waiter.deadline)
         job = AsyncioJob(self, str(body["id"]), body)
         if terminal(body):
@@ -208,7 +210,9 @@ class AsyncioJob(JobBase):
             if terminal(body):
                 return self._outcome(body)
             if waiter.expired():
-                raise self._timeout(waiter, await self._cancel_quietly() if cancel_on_timeout else "")
+                status = self.last_status
+                note = await self._cancel_quietly() if cancel_on_timeout else ""
+                raise self._timeout(waiter, note, status)
             if self._should_pause(wait, now() - started, before, body):
                 await asyncio.sleep(waiter.next_pause())
 
@@ -223,9 +227,13 @@ class AsyncioJob(JobBase):
         """Async iterator of chunk outputs; see :meth:`bridge.Job.stream`."""
         ep = self.endpoint
         waiter = Waiter(timeout, ep.poll_policy, stream=True)
+        seen = self.last_status
         while True:
-            body = await ep._send(ep._wire.stream(self.job_id), waiter.deadline)
+            wait = waiter.long_poll_wait() if ep.long_poll is not False else None
+            before, started = seen, now()
+            body = await ep._send(ep._wire.stream(self.job_id, wait), waiter.deadline)
             chunks = stream_chunks(body)
+            seen = body.get("status")
             for chunk in chunks:
                 yield chunk
             if stream_ended(body, chunks):
@@ -236,11 +244,11 @@ class AsyncioJob(JobBase):
                 return
             if chunks:
                 waiter.reset()
-                if terminal(body):
-                    continue
+                continue  # more may be waiting: read again at once
             if waiter.expired():
                 raise self._timeout(waiter)
-            await asyncio.sleep(waiter.next_pause())
+            if self._should_pause(wait, now() - started, before, body):
+                await asyncio.sleep(waiter.next_pause())
 
     async def cancel(self, timeout: float = 3) -> dict[str, Any]:
         body = await self.endpoint._send(self.endpoint._wire.cancel(self.job_id, timeout))

@@ -126,8 +126,10 @@ class Endpoint(EndpointBase):
             job = self.run(input, webhook=webhook, policy=policy, s3_config=s3_config,
                            idempotency_key=idempotency_key)
             return job.output(waiter.remaining(), cancel_on_timeout=cancel_on_timeout)
-        call = self._wire.runsync(input, waiter.remaining() or 0.0, webhook, policy, s3_config,
-                                  idempotency_key)
+        # The endpoint holds runsync up to the long-poll window, then we wait like output().
+        hold = self.poll_policy.long_poll if self.poll_policy.long_poll > 0 else 90.0
+        call = self._wire.runsync(input, min(hold, waiter.remaining() or 0.0), webhook, policy,
+                                  s3_config, idempotency_key)
         body = self._send(call, waiter.deadline)
         job = Job(self, str(body["id"]), body)
         if terminal(body):
@@ -212,7 +214,9 @@ class Job(JobBase):
             if terminal(body):
                 return self._outcome(body)
             if waiter.expired():
-                raise self._timeout(waiter, self._cancel_quietly() if cancel_on_timeout else "")
+                status = self.last_status
+                note = self._cancel_quietly() if cancel_on_timeout else ""
+                raise self._timeout(waiter, note, status)
             if self._should_pause(wait, now() - started, before, body):
                 time.sleep(waiter.next_pause())
 
@@ -228,9 +232,13 @@ class Job(JobBase):
         and CANCELLED; raises JobFailed/JobTimedOut after the last chunk."""
         ep = self.endpoint
         waiter = Waiter(timeout, ep.poll_policy, stream=True)
+        seen = self.last_status
         while True:
-            body = ep._send(ep._wire.stream(self.job_id), waiter.deadline)
+            wait = waiter.long_poll_wait() if ep.long_poll is not False else None
+            before, started = seen, now()
+            body = ep._send(ep._wire.stream(self.job_id, wait), waiter.deadline)
             chunks = stream_chunks(body)
+            seen = body.get("status")
             yield from chunks
             if stream_ended(body, chunks):
                 if needs_error_text(body):
@@ -240,11 +248,11 @@ class Job(JobBase):
                 return
             if chunks:
                 waiter.reset()
-                if terminal(body):
-                    continue  # drain what is left at once
+                continue  # more may be waiting: read again at once
             if waiter.expired():
                 raise self._timeout(waiter)
-            time.sleep(waiter.next_pause())
+            if self._should_pause(wait, now() - started, before, body):
+                time.sleep(waiter.next_pause())
 
     def cancel(self, timeout: float = 3) -> dict[str, Any]:
         """``POST /cancel``: stop the job (queued or running)."""

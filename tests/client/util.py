@@ -1,0 +1,125 @@
+"""Helpers for the client tests: the asyncio facade, a webhook receiver, a deadline poller."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import bridge
+from bridge.client import AsyncioEndpoint, RetryPolicy
+
+#: Fast retries so fault-injection tests recover quickly.
+FAST_RETRY = RetryPolicy(attempts=8, deadline=20.0, base=0.02, max_backoff=0.5)
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class AsyncFacade:
+    """A blocking view of an asyncio object; results that are asyncio objects are wrapped too."""
+
+    def __init__(self, target: Any, loop: LoopThread) -> None:
+        self._target = target
+        self._loop = loop
+
+    @property
+    def target(self) -> Any:
+        return self._target
+
+    def _wrap(self, value: Any) -> Any:
+        if isinstance(value, (bridge.AsyncioJob, AsyncioEndpoint)):
+            return AsyncFacade(value, self._loop)
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if inspect.isasyncgenfunction(attr):
+            def agen(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                iterator = attr(*args, **kwargs)
+                while True:
+                    try:
+                        yield self._loop.run(iterator.__anext__())
+                    except StopAsyncIteration:
+                        return
+            return agen
+        if inspect.iscoroutinefunction(attr):
+            return lambda *a, **k: self._wrap(self._loop.run(attr(*a, **k)))
+        if callable(attr):
+            return lambda *a, **k: self._wrap(attr(*a, **k))
+        return attr
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 recording POSTed JSON bodies; ``fail_first`` answers 500 first."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.bodies: list[Any] = []
+        self.hits = 0
+        self.event = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.hits += 1
+                if receiver.hits <= fail_first:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                receiver.bodies.append(json.loads(raw))
+                self.send_response(200)
+                self.end_headers()
+                receiver.event.set()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait(self, count: int = 1, timeout: float = 10.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.bodies) < count and time.monotonic() < deadline:
+            self.event.wait(max(0.0, deadline - time.monotonic()))
+            self.event.clear()
+        return self.bodies
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it is truthy (a liveness deadline, not a sleep)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    interval = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(interval)
+        interval = min(0.1, interval * 2)
