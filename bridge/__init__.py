@@ -29,6 +29,9 @@ _EXPORTS: dict[str, str] = {
     # plugins
     "hookimpl": "bridge.hookspecs",
     "JobStatus": "bridge.status",
+    # celery
+    "install": "bridge.worker",
+    "cancel_task": "bridge.gateway",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "api_key", "endpoint_url_base"])

@@ -1,0 +1,40 @@
+"""The gateway: bridge's core, with no Celery in it.
+
+``submit → record job id in the journal → wait on the shared poller → hooks → result``,
+plus cancel keys, the journal, Redis-shared rate budgets and the multiplexed poller.
+See :mod:`bridge.gateway.core` for the walk of one job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from bridge import keys
+from bridge.gateway.settings import GatewaySettings
+
+__all__ = ["GatewaySettings", "cancel_task", "get_gateway"]
+
+
+def cancel_task(task_id: str, *, redis_url: str | None = None) -> None:
+    """Cancel the remote job of bridge task ``task_id``, whatever state it is in.
+
+    Sets the gateway-owned cancel key ``bridge:cancel:{task_id}``: a task still queued never
+    submits, a waiting task cancels its remote job within the poller's cancel check
+    (0.25 s by default) and ends REVOKED. Works with no worker listening (unlike a revoke
+    broadcast): the key is read when the task runs. Call ``AsyncResult.revoke()`` as well
+    to have Celery discard a queued message at once.
+    """
+    settings = GatewaySettings()
+    client = redis.Redis.from_url(redis_url or settings.redis_url)
+    try:
+        client.set(keys.cancel(task_id), "1", ex=settings.journal_ttl)
+    finally:
+        client.close()
+
+
+def get_gateway() -> Any:
+    from bridge.gateway.core import get_gateway as _get
+
+    return _get()

@@ -1,0 +1,349 @@
+"""The gateway: submit → record the job id in the journal → wait on the shared poller →
+hooks → result. Plain functions and one event-loop thread per process; no Celery here, so
+the Celery tasks, the batch runner and tests all drive it the same way.
+
+Callers on any thread use the sync methods (:meth:`Gateway.run`, ...). The work runs as
+coroutines on the process's gateway loop; the calling thread only blocks on the result, so
+10,000 waiting callers cost 10,000 blocked threads (or one each of whatever the caller
+uses) and one poller, not 10,000 polling loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+
+from bridge import errors, keys
+from bridge.client._policy import RetryPolicy
+from bridge.client._wire import terminal
+from bridge.gateway.journal import Journal
+from bridge.gateway.poller import Cancelled, HandedOff, Poller
+from bridge.gateway.settings import GatewaySettings
+from bridge.gateway.transport import EndpointHandle, Transport
+from bridge.hooks import Hooks, JobContext
+
+T = TypeVar("T")
+
+__all__ = ["Cancelled", "Gateway", "HandedOff", "JobSpec", "get_gateway"]
+
+
+@dataclass
+class JobSpec:
+    """One job as the gateway sees it. ``task_id`` is the journal key and Idempotency-Key."""
+
+    task_id: str
+    endpoint_id: str
+    input: Any
+    policy: dict[str, Any] | None = None
+    webhook: str | None = None
+    timeout: float | None = None  # bridge's own deadline, seconds from start: cancel + Timeout
+    expires_at: float | None = None  # epoch seconds (Celery ``expires``): cancel + Cancelled
+    attempt: int = 0
+    base_url: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Gateway:
+    """One per process (see :func:`get_gateway`); owns the loop thread, Redis, HTTP, poller."""
+
+    def __init__(self, settings: GatewaySettings | None = None, hooks: Hooks | None = None) -> None:
+        self.settings = settings or GatewaySettings()
+        self.hooks = hooks if hooks is not None else Hooks.from_settings()
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), name="bridge-gateway", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    # -- the loop thread ------------------------------------------------------------------------
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        pool = aioredis.BlockingConnectionPool.from_url(self.settings.redis_url, max_connections=64, timeout=30)
+        self.redis = aioredis.Redis(connection_pool=pool)
+        self.journal = Journal(self.redis, self.settings.journal_ttl)
+        self.transport = Transport(self.settings, self.redis)
+        self.poller = Poller(self.settings, self.transport, self.journal, self.redis)
+        self.poller.handoff_key = os.environ.get("BRIDGE_HANDOFF_KEY")  # set by the worker step
+        self.loop.call_soon(self.poller.start)
+        self.loop.call_soon(ready.set)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the gateway loop and block this thread until it ends.
+
+        If this thread is interrupted (SystemExit from a terminate, a soft time limit), the
+        coroutine is cancelled too and the exception goes on; the remote job is left alone
+        here (the worker's revoke handling or the caller decides about /cancel)."""
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()
+            raise
+
+    def close(self) -> None:
+        async def _close() -> None:
+            await self.transport.close()
+            await self.redis.aclose()
+
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(_close(), self.loop).result(5)
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(5)
+
+    # -- sync API (any thread) --------------------------------------------------------------------
+
+    def run(self, spec: JobSpec) -> Any:
+        """Submit (or resume) ``spec``'s job, wait, and return its transformed output."""
+        return self.call(self.arun(spec))
+
+    def stream(self, spec: JobSpec) -> list[Any]:
+        """Like :meth:`run`, publishing chunks to ``bridge:stream:{task_id}``; returns them all."""
+        return self.call(self.arun(spec, stream=True))
+
+    def run_sync(self, spec: JobSpec, wait: float = 90.0) -> Any:
+        """Through ``/runsync`` (short jobs); falls back to polling if not done within ``wait``."""
+        return self.call(self.arun(spec, runsync_wait=wait))
+
+    def status(self, job_id: str, endpoint_id: str) -> dict[str, Any]:
+        return self.call(self._one(endpoint_id, lambda h: h.wire.status(job_id)))
+
+    def cancel(self, job_id: str, endpoint_id: str) -> dict[str, Any]:
+        return self.call(self._one(endpoint_id, lambda h: h.wire.cancel(job_id)))
+
+    def purge_queue(self, endpoint_id: str) -> dict[str, Any]:
+        return self.call(self._one(endpoint_id, lambda h: h.wire.purge_queue()))
+
+    def health(self, endpoint_id: str) -> dict[str, Any]:
+        return self.call(self._one(endpoint_id, lambda h: h.wire.health()))
+
+    def handoff(self) -> None:
+        """Warm shutdown: every waiting call raises HandedOff; remote jobs keep running."""
+        self.loop.call_soon_threadsafe(self.poller.handoff)
+
+    def set_handoff_key(self, key: str | None) -> None:
+        self.poller.handoff_key = key
+
+    def cancel_job_of(self, task_id: str) -> bool:
+        """POST /cancel for the job ``task_id`` recorded (once per task); False when none."""
+        return self.call(self._cancel_recorded(task_id))
+
+    def journal_entry(self, task_id: str) -> dict[str, str]:
+        return self.call(self.journal.get(task_id))
+
+    # -- the job ----------------------------------------------------------------------------------
+
+    async def _one(self, endpoint_id: str, build: Any) -> dict[str, Any]:
+        handle = self.transport.endpoint(endpoint_id)
+        return await self.transport.call(handle, build(handle))
+
+    async def arun(self, spec: JobSpec, *, stream: bool = False, runsync_wait: float | None = None) -> Any:
+        started = time.monotonic()
+        handle = self.transport.endpoint(spec.endpoint_id, spec.base_url)
+        ctx = self.hooks.context(spec.endpoint_id, base_url=handle.base_url, task_id=spec.task_id,
+                                 attempt=spec.attempt, meta=spec.meta)
+        try:
+            return await self._arun(spec, handle, ctx, started, stream, runsync_wait)
+        except Cancelled as exc:
+            await self.journal.finish(spec.task_id, "REVOKED")
+            await self.hooks.anotify("cancelled", ctx, reason=exc.reason)
+            raise
+        except HandedOff:
+            raise
+        except errors.BridgeError as exc:
+            if exc.job_id is None and ctx.job_id:
+                exc.job_id = ctx.job_id  # every error carries the job id once there is one
+                exc.args = (exc.args[0], ctx.job_id, *exc.args[2:])
+            await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
+            if ctx.job_id:
+                await self.journal.finish(spec.task_id, getattr(exc, "status", "") or "ERROR", type(exc).__name__)
+            raise
+
+    async def _arun(self, spec: JobSpec, handle: EndpointHandle, ctx: JobContext, started: float,
+                    stream: bool, runsync_wait: float | None) -> Any:
+        payload = await self.hooks.atransform_input(ctx, spec.input)
+        hit, output = await self.hooks.alookup(ctx, payload)
+        if hit:
+            output = await self.hooks.atransform_output(ctx, output)
+            await self.hooks.anotify("completed", ctx, output=output, delay_ms=None, execution_ms=None)
+            return output
+        self._check_input(spec, payload)
+        if runsync_wait is not None:
+            call = handle.wire.runsync(payload, runsync_wait, spec.webhook, spec.policy, None, spec.task_id)
+        else:
+            call = handle.wire.run(payload, spec.webhook, spec.policy, None, spec.task_id)
+        sink = self._stream_sink(spec.task_id, ctx) if stream else None
+        aggregate: list[Any] | None = [] if stream else None
+        job_id, body = await self._submit(spec, handle, call)
+        ctx.job_id = job_id
+        if sink is not None and aggregate is not None:
+            aggregate.extend(await self._stream_so_far(spec.task_id))
+            sink = self._collecting(sink, aggregate)
+        if body is None or not terminal(body):
+            deadline, kind = self._deadline(spec, started)
+            body = await self.poller.wait(handle, spec.task_id, job_id, deadline=deadline,
+                                          deadline_kind=kind, sink=sink)
+        if stream:
+            return await self._finish_stream(spec, handle, ctx, body, aggregate or [])
+        output = handle.wire.outcome(body, job_id)
+        await self.journal.finish(spec.task_id, "COMPLETED")
+        output = await self.hooks.atransform_output(ctx, output)
+        await self.hooks.anotify("completed", ctx, output=output, delay_ms=body.get("delayTime"),
+                                 execution_ms=body.get("executionTime"))
+        return output
+
+    def _check_input(self, spec: JobSpec, payload: Any) -> None:
+        if isinstance(payload, dict) and "s3Config" in payload:
+            raise errors.InvalidRequest(
+                "s3Config must not travel in task arguments (they are stored and logged)",
+                None, spec.endpoint_id, "set BRIDGE_S3_CONFIG in the worker's environment instead",
+            )
+        try:
+            size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False))
+        except (TypeError, ValueError):
+            return  # the wire names the problem precisely when it encodes the body
+        if size > self.settings.max_input_bytes:
+            raise errors.PayloadTooLarge(
+                f"the input is {size:,} bytes of JSON, over BRIDGE_MAX_INPUT_BYTES={self.settings.max_input_bytes:,}",
+                None, spec.endpoint_id,
+            )
+
+    def _deadline(self, spec: JobSpec, started: float) -> tuple[float | None, str]:
+        loop_now = self.loop.time()
+        candidates: list[tuple[float, str]] = []
+        if spec.timeout is not None:
+            candidates.append((loop_now + spec.timeout - (time.monotonic() - started), "timeout"))
+        if spec.expires_at is not None:
+            candidates.append((loop_now + spec.expires_at - time.time(), "expired"))
+        if not candidates:
+            return None, "timeout"
+        return min(candidates)
+
+    async def _submit(self, spec: JobSpec, handle: EndpointHandle, call: Any) -> tuple[str, dict[str, Any] | None]:
+        """The job id to wait on: resumed from the journal, or submitted now and recorded."""
+        token = uuid.uuid4().hex
+        while True:
+            action, job_id = await self.journal.claim(
+                spec.task_id, spec.endpoint_id, handle.base_url, token, self.settings.submit_lease
+            )
+            if action == "resume" and job_id:
+                return job_id, None
+            if action == "cancelled":
+                raise Cancelled("revoked", None)
+            if action == "claimed":
+                break
+            await asyncio.sleep(0.2)  # another delivery is submitting right now; it records soon
+        policy = RetryPolicy(attempts=self.settings.submit_attempts, deadline=120.0)
+        first, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
+            try:
+                body = await self.transport.call(handle, call)
+                break
+            except errors.BridgeError as exc:
+                delay = policy.next_delay(attempt, exc, first)
+                if delay is None:
+                    await self.journal.release(spec.task_id)
+                    raise
+                await asyncio.sleep(delay)
+        job_id = str(body["id"])
+        await self.journal.record(spec.task_id, job_id)
+        await self.hooks.anotify("submitted", self.hooks.context(
+            spec.endpoint_id, job_id=job_id, task_id=spec.task_id, attempt=spec.attempt), input=None)
+        return job_id, body
+
+    async def _cancel_recorded(self, task_id: str) -> bool:
+        entry = await self.journal.get(task_id)
+        job_id, endpoint_id = entry.get("job_id"), entry.get("endpoint_id")
+        if not job_id or not endpoint_id:
+            return False
+        handle = self.transport.endpoint(endpoint_id, entry.get("base_url") or None)
+        await self.poller.cancel_remote(handle, task_id, job_id)
+        return True
+
+    # -- streams --------------------------------------------------------------------------------
+
+    def _stream_sink(self, task_id: str, ctx: JobContext) -> Any:
+        key = keys.stream(task_id)
+
+        async def sink(chunks: list[Any]) -> list[Any]:
+            out = [await self.hooks.atransform_chunk(ctx, c) for c in chunks]
+            pipe = self.redis.pipeline(transaction=False)
+            for chunk in out:
+                pipe.xadd(key, {"chunk": json.dumps(chunk, default=str)},
+                          maxlen=self.settings.stream_maxlen, approximate=True)
+            pipe.expire(key, self.settings.journal_ttl)
+            await pipe.execute()
+            return out
+
+        return sink
+
+    @staticmethod
+    def _collecting(sink: Any, aggregate: list[Any]) -> Any:
+        async def collect(chunks: list[Any]) -> None:
+            aggregate.extend(await sink(chunks))
+
+        return collect
+
+    async def _stream_so_far(self, task_id: str) -> list[Any]:
+        """Chunks an earlier delivery already drained from /stream (a resumed stream)."""
+        entries: Any = await self.redis.xrange(keys.stream(task_id))
+        return [json.loads(f[b"chunk"]) for _, f in entries or () if b"chunk" in f]
+
+    async def _finish_stream(self, spec: JobSpec, handle: EndpointHandle, ctx: JobContext,
+                             body: dict[str, Any], aggregate: list[Any]) -> list[Any]:
+        status, error = str(body.get("status")), ""
+        if status != "COMPLETED":
+            if "error" not in body:
+                body = await self.transport.call(handle, handle.wire.status(ctx.job_id or ""))
+            try:
+                handle.wire.outcome(body, ctx.job_id)
+            except errors.JobError as exc:
+                error = str(exc)
+                await self._eof(spec.task_id, status, error)
+                raise
+        await self._eof(spec.task_id, status, error)
+        await self.journal.finish(spec.task_id, status)
+        return aggregate
+
+    async def _eof(self, task_id: str, status: str, error: str) -> None:
+        fields: dict[Any, Any] = {"eof": "1", "status": status}
+        if error:
+            fields["error"] = error
+        await self.redis.xadd(keys.stream(task_id), fields)
+
+
+_lock = threading.Lock()
+_gateway: Gateway | None = None
+
+
+def get_gateway() -> Gateway:
+    """This process's gateway (a fresh one after a fork: threads do not survive it)."""
+    global _gateway
+    with _lock:
+        if _gateway is None or _gateway.pid != os.getpid():
+            _gateway = Gateway()
+        return _gateway
+
+
+def reset_gateway() -> None:
+    """Close and forget this process's gateway (tests, settings changes)."""
+    global _gateway
+    with _lock:
+        if _gateway is not None and _gateway.pid == os.getpid():
+            _gateway.close()
+        _gateway = None

@@ -1,0 +1,319 @@
+"""The multiplexed poller: one per worker process, waiting on all its in-flight jobs.
+
+One event-loop thread owns every wait. A single scheduler coroutine keeps two heaps (next
+poll time, deadline) and, every ``cancel_check`` seconds, reads the cancel keys of all
+watched tasks with one MGET per 5,000 tasks. It sends long polls (``/status-sync?wait=``)
+where the endpoint offers them, falling back to backed-off ``/status`` polls for that
+endpoint, all through the pooled session inside each endpoint's budget. There is no
+sleeping loop per job: a watch is a small record, and a job costs nothing between polls.
+
+A watch ends with the terminal status body, or raises :class:`Cancelled` (cancel key set
+or ``expires`` passed; the remote job is cancelled first), :class:`bridge.errors.Timeout`
+(bridge's ``timeout=``; the remote job is cancelled first) or :class:`HandedOff` (the
+worker is shutting down: the remote job keeps running for the next worker to resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bridge import errors, keys
+from bridge.client._policy import RetryPolicy
+from bridge.client._wire import terminal
+from bridge.gateway.journal import Journal
+from bridge.gateway.settings import GatewaySettings
+from bridge.gateway.transport import EndpointHandle, Transport
+
+log = logging.getLogger("bridge.gateway")
+
+ChunkSink = Callable[[list[Any]], Awaitable[None]]
+
+
+class Cancelled(Exception):
+    """The task was revoked (``reason='revoked'``) or expired (``'expired'``) while waiting."""
+
+    def __init__(self, reason: str, job_id: str | None = None) -> None:
+        super().__init__(reason, job_id)
+        self.reason = reason
+        self.job_id = job_id
+
+
+class HandedOff(Exception):
+    """The worker is shutting down; the remote job was left running for the next delivery."""
+
+
+class Watch:
+    __slots__ = ("task_id", "handle", "job_id", "stream", "sink", "deadline", "deadline_kind",
+                 "future", "inflight", "interval", "err_since", "seq", "polls", "done")
+
+    def __init__(self, task_id: str, handle: EndpointHandle, job_id: str, stream: bool,
+                 sink: ChunkSink | None, deadline: float | None, deadline_kind: str,
+                 future: asyncio.Future[dict[str, Any]]) -> None:
+        self.task_id = task_id
+        self.handle = handle
+        self.job_id = job_id
+        self.stream = stream
+        self.sink = sink
+        self.deadline = deadline
+        self.deadline_kind = deadline_kind
+        self.future = future
+        self.inflight: asyncio.Task[None] | None = None
+        self.interval = 0.0
+        self.err_since: float | None = None
+        self.seq = 0
+        self.polls = 0
+        self.done = False
+
+
+class Poller:
+    """Lives on the gateway's event loop; every method but :meth:`handoff_threadsafe` runs there."""
+
+    def __init__(self, settings: GatewaySettings, transport: Transport, journal: Journal, redis: Any) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.journal = journal
+        self.redis = redis
+        self.watches: dict[str, set[Watch]] = {}
+        self._due: list[tuple[float, int, int, Watch]] = []
+        self._deadlines: list[tuple[float, int, Watch]] = []
+        self._count = itertools.count()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._handing_off = False
+        self.handoff_key: str | None = None  # set by the worker step (prefork children read it)
+        self.cancel_retry = RetryPolicy(attempts=4, deadline=10.0, base=0.2, max_backoff=2.0)
+        self.stats = {"polls": 0, "cancel_checks": 0, "cancels_sent": 0}
+
+    # -- public (on the loop) ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._schedule())
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(ws) for ws in self.watches.values())
+
+    async def wait(self, handle: EndpointHandle, task_id: str, job_id: str, *,
+                   deadline: float | None = None, deadline_kind: str = "timeout",
+                   sink: ChunkSink | None = None) -> dict[str, Any]:
+        """Wait for ``job_id``'s terminal status body (see the module docstring for raises)."""
+        if self._handing_off:
+            raise HandedOff(job_id)
+        loop = asyncio.get_running_loop()
+        w = Watch(task_id, handle, job_id, sink is not None, sink, deadline, deadline_kind, loop.create_future())
+        w.interval = self.settings.poll_interval
+        self.watches.setdefault(task_id, set()).add(w)
+        self._schedule_poll(w, 0.0)
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, next(self._count), w))
+        self._wake.set()
+        try:
+            return await w.future
+        finally:
+            self._forget(w)
+
+    def handoff(self) -> None:
+        """Stop every wait with HandedOff, leaving remote jobs running (warm shutdown)."""
+        self._handing_off = True
+        for ws in list(self.watches.values()):
+            for w in list(ws):
+                self._end(w, exc=HandedOff(w.job_id))
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def _schedule_poll(self, w: Watch, delay: float) -> None:
+        w.seq += 1
+        heapq.heappush(self._due, (asyncio.get_running_loop().time() + delay, next(self._count), w.seq, w))
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_flags = 0.0
+        while True:
+            try:
+                now = loop.time()
+                if now >= next_flags and (self.watches or self.handoff_key):
+                    await self._check_flags()
+                    now = loop.time()
+                    next_flags = now + self.settings.cancel_check
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    _, _, w = heapq.heappop(self._deadlines)
+                    if not w.done:
+                        self._expire(w)
+                while self._due and self._due[0][0] <= now:
+                    _, _, seq, w = heapq.heappop(self._due)
+                    if not w.done and w.inflight is None and w.seq == seq:
+                        w.inflight = loop.create_task(self._poll(w))
+                wake_at = min(
+                    self._due[0][0] if self._due else now + 60,
+                    self._deadlines[0][0] if self._deadlines else now + 60,
+                    next_flags if self.watches else now + 60,
+                )
+                self._wake.clear()
+                if wake_at > loop.time():
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), wake_at - loop.time())
+                    except asyncio.TimeoutError:
+                        pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the scheduler must survive anything (e.g. Redis blips)
+                log.exception("bridge poller round failed; continuing")
+                await asyncio.sleep(0.5)
+
+    async def _check_flags(self) -> None:
+        """One MGET per 5,000 watched tasks: cancel keys (and this worker's handoff flag)."""
+        self.stats["cancel_checks"] += 1
+        if self.handoff_key and not self._handing_off and await self.redis.exists(self.handoff_key):
+            self.handoff()
+            return
+        task_ids = list(self.watches)
+        for start in range(0, len(task_ids), 5000):
+            chunk = task_ids[start:start + 5000]
+            values = await self.redis.mget([keys.cancel(t) for t in chunk])
+            for task_id, value in zip(chunk, values, strict=True):
+                if value is not None:
+                    for w in list(self.watches.get(task_id, ())):
+                        self._stop_remote(w, Cancelled("revoked", w.job_id))
+
+    def _expire(self, w: Watch) -> None:
+        if w.deadline_kind == "expired":
+            exc: BaseException = Cancelled("expired", w.job_id)
+        else:
+            exc = errors.Timeout(
+                "the task's deadline passed before the job finished; the remote job was cancelled",
+                w.job_id, w.handle.endpoint_id, None, None,
+            )
+        self._stop_remote(w, exc)
+
+    def _stop_remote(self, w: Watch, exc: BaseException) -> None:
+        if w.done:
+            return
+        w.done = True  # no more polls; the future is settled once /cancel was sent
+        if w.inflight is not None:
+            w.inflight.cancel()
+        asyncio.get_running_loop().create_task(self._cancel_then_end(w, exc))
+
+    async def _cancel_then_end(self, w: Watch, exc: BaseException) -> None:
+        try:
+            await self.cancel_remote(w.handle, w.task_id, w.job_id)
+        finally:
+            if not w.future.done():
+                w.future.set_exception(exc)
+
+    async def cancel_remote(self, handle: EndpointHandle, task_id: str | None, job_id: str) -> None:
+        """POST /cancel once per task (the journal guards it), retrying transient errors."""
+        if task_id is not None and not await self.journal.cancel_once(task_id):
+            return
+        started, attempt = asyncio.get_running_loop().time(), 0
+        while True:
+            attempt += 1
+            try:
+                await self.transport.call(handle, handle.wire.cancel(job_id))
+                self.stats["cancels_sent"] += 1
+                return
+            except errors.BridgeError as exc:
+                delay = self.cancel_retry.next_delay(attempt, exc, started)
+                if delay is None:
+                    log.warning("bridge: /cancel of job %s failed: %s", job_id, exc)
+                    return
+                await asyncio.sleep(delay)
+
+    def _end(self, w: Watch, body: dict[str, Any] | None = None, exc: BaseException | None = None) -> None:
+        w.done = True
+        if w.inflight is not None and w.inflight is not asyncio.current_task():
+            w.inflight.cancel()
+        if not w.future.done():
+            if exc is not None:
+                w.future.set_exception(exc)
+            else:
+                w.future.set_result(body or {})
+
+    def _forget(self, w: Watch) -> None:
+        w.done = True
+        if w.inflight is not None and w.inflight is not asyncio.current_task():
+            w.inflight.cancel()
+        ws = self.watches.get(w.task_id)
+        if ws is not None:
+            ws.discard(w)
+            if not ws:
+                del self.watches[w.task_id]
+
+    # -- one poll -----------------------------------------------------------------------------
+
+    async def _poll(self, w: Watch) -> None:
+        h, s = w.handle, self.settings
+        loop = asyncio.get_running_loop()
+        long_poll = not w.stream and h.long_poll_ok and s.long_poll > 0
+        try:
+            w.polls += 1
+            self.stats["polls"] += 1
+            if w.stream:
+                call = h.wire.stream(w.job_id)
+            elif long_poll:
+                wait = s.long_poll
+                if w.deadline is not None:
+                    wait = max(0.5, min(wait, w.deadline - loop.time() + 0.5))
+                call = h.wire.status(w.job_id, wait=wait)
+            else:
+                call = h.wire.status(w.job_id)
+            body = await self.transport.call(h, call)
+        except asyncio.CancelledError:
+            w.inflight = None
+            raise
+        except errors.BridgeError as exc:
+            w.inflight = None
+            if long_poll and isinstance(exc, errors.EndpointError) and exc.status_code in (404, 405):
+                h.long_poll_ok = False  # no /status-sync here: plain polls from now on
+                self._schedule_poll(w, 0.0)
+            elif isinstance(exc, errors.RETRYABLE) and not w.done:
+                now = loop.time()
+                w.err_since = w.err_since or now
+                if now - w.err_since > s.poll_error_deadline:
+                    self._end(w, exc=exc)
+                else:
+                    w.interval = min(s.poll_max_interval, max(w.interval * 2, s.poll_interval))
+                    self._schedule_poll(w, max(w.interval, getattr(exc, "retry_after", None) or 0.0))
+            else:
+                self._end(w, exc=exc)
+            self._wake.set()
+            return
+        w.inflight = None
+        w.err_since = None
+        if w.done:
+            return
+        if w.stream:
+            await self._stream_round(w, body)
+        elif terminal(body):
+            self._end(w, body)
+        else:
+            if long_poll:
+                delay = 0.0
+            else:
+                delay = w.interval
+                w.interval = min(s.poll_max_interval, w.interval * 1.5)
+            self._schedule_poll(w, delay)
+        self._wake.set()
+
+    async def _stream_round(self, w: Watch, body: dict[str, Any]) -> None:
+        chunks = body.get("stream") or []
+        if not isinstance(chunks, list):
+            self._end(w, exc=errors.MalformedResponse(
+                "/stream answered a 'stream' that is not a list", w.job_id, w.handle.endpoint_id))
+            return
+        if chunks:
+            assert w.sink is not None
+            await w.sink([c.get("output") if isinstance(c, dict) else c for c in chunks])
+        if terminal(body) and not chunks:
+            self._end(w, body)
+            return
+        if chunks:
+            w.interval = self.settings.poll_interval
+        delay = 0.0 if chunks else w.interval
+        w.interval = min(2.0, w.interval * 1.5)
+        self._schedule_poll(w, delay)

@@ -1,0 +1,87 @@
+"""Gateway settings: every ``BRIDGE_*`` knob the gateway reads, resolved once per process.
+
+Read from the environment when a :class:`GatewaySettings` is made (never at import), so a
+worker, a test or the demo can set them first. Rate budgets default to RunPod's documented
+per-endpoint limits only when the base URL is RunPod's own API; other endpoints have no
+budget unless ``BRIDGE_RATE_LIMITS`` says so.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from bridge.config import env_float, env_int, is_runpod_api
+from bridge.errors import ConfigurationError
+
+#: RunPod's documented limits per endpoint and 10 s window: route -> (requests, concurrent).
+RUNPOD_LIMITS: dict[str, tuple[int, int]] = {
+    "run": (1000, 200),
+    "runsync": (2000, 400),
+    "status": (2000, 400),
+    "stream": (2000, 400),
+    "cancel": (100, 20),
+    "purge-queue": (2, 1),
+    "health": (2000, 400),
+}
+
+WINDOW_SECONDS = 10.0
+
+
+def parse_limits(text: str) -> dict[str, tuple[int, int]]:
+    """Parse ``"status=2000:400,run=1000:200"`` (requests per 10 s : concurrent; 0 = none)."""
+    limits: dict[str, tuple[int, int]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            route, spec = part.split("=", 1)
+            rate, _, conc = spec.partition(":")
+            limits[route.strip()] = (int(rate or 0), int(conc or 0))
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"BRIDGE_RATE_LIMITS entry {part!r} is not route=requests:concurrent",
+                None, None, "BRIDGE_RATE_LIMITS, e.g. status=2000:400,run=1000:200",
+            ) from exc
+    return limits
+
+
+def default_redis_url() -> str:
+    """``BRIDGE_REDIS_URL``, else the result backend's or broker's Redis, else localhost."""
+    for name in ("BRIDGE_REDIS_URL", "CELERY_RESULT_BACKEND", "CELERY_BROKER_URL"):
+        value = os.environ.get(name, "")
+        if value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+    return "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class GatewaySettings:
+    """What the gateway reads; each field names its environment variable."""
+
+    redis_url: str = field(default_factory=default_redis_url)  # BRIDGE_REDIS_URL
+    #: Longest single long poll (GET /status-sync?wait=); 0 turns long polls off.
+    long_poll: float = field(default_factory=lambda: env_float("BRIDGE_LONG_POLL", 20.0))
+    #: First and longest interval between plain status polls (backed off in between).
+    poll_interval: float = field(default_factory=lambda: env_float("BRIDGE_POLL_INTERVAL", 0.5))
+    poll_max_interval: float = field(default_factory=lambda: env_float("BRIDGE_POLL_MAX_INTERVAL", 10.0))
+    #: How often the poller looks at the cancel keys of all its jobs (one MGET per round).
+    cancel_check: float = field(default_factory=lambda: env_float("BRIDGE_CANCEL_CHECK", 0.25))
+    #: Pooled HTTP connections per worker process (long polls hold one each).
+    max_connections: int = field(default_factory=lambda: env_int("BRIDGE_MAX_CONNECTIONS", 12000))
+    #: Largest accepted input, JSON-encoded (RunPod: /run 10 MB, /runsync 20 MB).
+    max_input_bytes: int = field(default_factory=lambda: env_int("BRIDGE_MAX_INPUT_BYTES", 10_000_000))
+    #: A submit claim older than this without a job id is taken over (its owner died).
+    submit_lease: float = field(default_factory=lambda: env_float("BRIDGE_SUBMIT_LEASE", 60.0))
+    #: How long journal entries and streams are kept in Redis.
+    journal_ttl: int = field(default_factory=lambda: env_int("BRIDGE_JOURNAL_TTL", 7 * 86400))
+    stream_maxlen: int = field(default_factory=lambda: env_int("BRIDGE_STREAM_MAXLEN", 100_000))
+    #: Retries of transient errors (429, 5xx, unreachable) before a submit fails.
+    submit_attempts: int = field(default_factory=lambda: env_int("BRIDGE_SUBMIT_ATTEMPTS", 8))
+    #: How long status polls keep failing transiently before the job's wait fails.
+    poll_error_deadline: float = field(default_factory=lambda: env_float("BRIDGE_POLL_ERROR_DEADLINE", 300.0))
+    rate_limits_env: str | None = field(default_factory=lambda: os.environ.get("BRIDGE_RATE_LIMITS"))
+
+    def limits_for(self, base_url: str) -> dict[str, tuple[int, int]]:
+        """The budget for an endpoint at ``base_url``: explicit setting, else RunPod's, else none."""
+        if self.rate_limits_env is not None:
+            return parse_limits(self.rate_limits_env)
+        return dict(RUNPOD_LIMITS) if is_runpod_api(base_url) else {}

@@ -1,0 +1,166 @@
+"""The Celery tasks ``bridge.run``, ``bridge.run_sync``, ``bridge.stream``, ``bridge.status``,
+``bridge.cancel``, ``bridge.purge_queue`` and ``bridge.health``: thin shells over
+:mod:`bridge.gateway`. They are shared tasks, so any app that imports this module (see
+:func:`bridge.install`) has them; the input comes first so a chain passes it along.
+
+What the shell adds to the gateway is Celery's side of the contract: the REVOKED checks
+before anything is submitted (the result backend, the worker's revoked set, the cancel key),
+a STARTED marker so other workers leave the state alone, the deadline from ``expires`` and
+time limits, REVOKED (never a later SUCCESS) when the remote job was cancelled, and a
+requeue instead of a remote cancel when the worker is shutting down.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task, shared_task, states
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
+
+from bridge import errors
+from bridge.gateway.core import Cancelled, Gateway, HandedOff, JobSpec, get_gateway
+
+log = logging.getLogger("bridge.tasks")
+
+#: The task names this module defines (the worker step watches these).
+TASK_NAMES = frozenset({
+    "bridge.run", "bridge.run_sync", "bridge.stream", "bridge.status", "bridge.cancel",
+    "bridge.purge_queue", "bridge.health",
+})
+#: Tasks that own a remote job (journal, cancel key, redelivery resume).
+JOB_TASKS = frozenset({"bridge.run", "bridge.run_sync", "bridge.stream"})
+
+
+class BridgeTask(Task):
+    """Options that make redelivery safe whatever the app's defaults are."""
+
+    abstract = True
+    acks_late = True  # a killed worker's task is redelivered, and resumes its job
+    reject_on_worker_lost = True  # a killed prefork child requeues instead of acking
+    track_started = False  # STARTED is written by the task itself, after the REVOKED check
+    max_retries = None
+
+
+def _expires_at(request: Any) -> float | None:
+    value = getattr(request, "expires", None)
+    if not value:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.timestamp()
+    return float(value)
+
+
+def _deadline(task: Task, timeout: float | None) -> float | None:
+    """bridge's own timeout, tightened by the task's time limits (which the threads pool
+    never enforces, and prefork enforces by killing the child without a remote cancel)."""
+    hard, soft = getattr(task.request, "timelimit", None) or (None, None)
+    hard = hard or task.time_limit or task.app.conf.task_time_limit
+    soft = soft or task.soft_time_limit or task.app.conf.task_soft_time_limit
+    limits = [x for x in (timeout, soft, (hard - 1.0) if hard else None) if x]
+    return min(limits) if limits else None
+
+
+def _revoked(task: Task, meta: dict[str, Any]) -> str | None:
+    """Why this delivery must not start: REVOKED in the backend (a broadcast this worker
+    missed), in this process's revoked set (threads/gevent pools), or None."""
+    from celery.worker import state as worker_state
+
+    task_id = task.request.id
+    if task_id in worker_state.revoked or meta.get("status") == states.REVOKED:
+        return "revoked"
+    return None
+
+
+def _mark_revoked(task: Task, reason: str) -> None:
+    task.backend.mark_as_revoked(task.request.id, reason, request=task.request)
+    raise Ignore()
+
+
+def _job(task: Task, run: Callable[[Gateway, JobSpec], Any], input: Any, endpoint_id: str,
+         policy: dict[str, Any] | None, webhook: str | None, timeout: float | None) -> Any:
+    request = task.request
+    meta = task.backend.get_task_meta(request.id)
+    if meta.get("status") == states.SUCCESS:
+        return meta.get("result")  # a late second delivery: same result, nothing sent
+    reason = _revoked(task, meta)
+    expires_at = _expires_at(request)
+    if reason is None and expires_at is not None and expires_at <= dt.datetime.now(dt.timezone.utc).timestamp():
+        reason = "expired"
+    gateway = get_gateway()
+    if reason is not None:
+        from bridge.gateway import cancel_task
+
+        cancel_task(request.id)  # a redelivery or a sibling delivery must not submit either
+        _mark_revoked(task, reason)
+    task.backend.store_result(request.id, None, states.STARTED, request=request)
+    spec = JobSpec(
+        task_id=request.id, endpoint_id=endpoint_id, input=input, policy=policy, webhook=webhook,
+        timeout=_deadline(task, timeout), expires_at=expires_at, attempt=request.retries or 0,
+    )
+    try:
+        return run(gateway, spec)
+    except Cancelled as exc:
+        _mark_revoked(task, exc.reason)
+    except HandedOff:
+        log.info("bridge: %s[%s] handed to the next worker (shutting down)", task.name, request.id)
+        raise Reject("worker shutting down; the remote job keeps running", requeue=True) from None
+    except SoftTimeLimitExceeded:
+        gateway.cancel_job_of(request.id)
+        entry = gateway.journal_entry(request.id)
+        raise errors.Timeout(
+            "the task's soft time limit passed; the remote job was cancelled",
+            entry.get("job_id"), endpoint_id, None, task.soft_time_limit,
+        ) from None
+
+
+@shared_task(bind=True, base=BridgeTask, name="bridge.run")
+def run(self: Task, input: Any, endpoint_id: str, *, policy: dict[str, Any] | None = None,
+        webhook: str | None = None, timeout: float | None = None) -> Any:
+    """Submit ``input`` to ``endpoint_id``, wait, return the output (see docs/celery.md)."""
+    return _job(self, Gateway.run, input, endpoint_id, policy, webhook, timeout)
+
+
+@shared_task(bind=True, base=BridgeTask, name="bridge.run_sync")
+def run_sync(self: Task, input: Any, endpoint_id: str, *, timeout: float | None = None) -> Any:
+    """Like ``bridge.run`` through ``/runsync`` (short jobs; one request when it finishes in time)."""
+    wait = min(timeout or 90.0, 300.0)
+    return _job(self, lambda g, s: g.run_sync(s, wait), input, endpoint_id, None, None, timeout)
+
+
+@shared_task(bind=True, base=BridgeTask, name="bridge.stream")
+def stream(self: Task, input: Any, endpoint_id: str, *, policy: dict[str, Any] | None = None,
+           timeout: float | None = None) -> list[Any]:
+    """Run a streaming job; chunks go to the Redis Stream ``bridge:stream:{task_id}`` as they
+    arrive; the result is the list of all chunks."""
+    return _job(self, Gateway.stream, input, endpoint_id, policy, None, timeout)
+
+
+@shared_task(bind=True, base=BridgeTask, name="bridge.status")
+def status(self: Task, job_id: str, endpoint_id: str) -> dict[str, Any]:
+    """One status look, no waiting: the endpoint's status body."""
+    return get_gateway().status(job_id, endpoint_id)
+
+
+@shared_task(bind=True, base=BridgeTask, name="bridge.cancel")
+def cancel(self: Task, job_id: str, endpoint_id: str) -> dict[str, Any]:
+    """POST /cancel for a remote job id (to cancel by Celery task id use bridge.cancel_task)."""
+    return get_gateway().cancel(job_id, endpoint_id)
+
+
+@shared_task(bind=True, base=BridgeTask, name="bridge.purge_queue")
+def purge_queue(self: Task, endpoint_id: str) -> dict[str, Any]:
+    """Remove every IN_QUEUE job of the endpoint; running jobs go on."""
+    return get_gateway().purge_queue(endpoint_id)
+
+
+@shared_task(bind=True, base=BridgeTask, name="bridge.health")
+def health(self: Task, endpoint_id: str) -> dict[str, Any]:
+    """The endpoint's /health body (jobs and workers counts)."""
+    return get_gateway().health(endpoint_id)

@@ -1,0 +1,202 @@
+"""The worker side of bridge: :func:`install` for any Celery app, and the pieces it adds.
+
+- :class:`BridgeStep`, a bootstep in the worker's main process that every 0.25 s copies
+  revokes of running or reserved bridge tasks into their cancel keys (a plain revoke
+  neither stops a running task nor reaches prefork children), and every
+  ``BRIDGE_HEARTBEAT_INTERVAL`` seconds refreshes the Redis broker's unacked-index score of
+  the bridge messages it holds, so a long wait is never redelivered by the visibility
+  timeout while its worker lives, and a dead worker's tasks come back VT seconds after
+  its last heartbeat.
+- signal handlers: ``task_revoked`` (terminate, expiry of a reserved task) sets the cancel
+  key and cancels the remote job from a side thread; ``worker_shutting_down`` hands every
+  waiting task back to the broker without cancelling its remote job (warm shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+from celery import Celery, bootsteps, signals
+
+from bridge import keys
+from bridge.config import env_float
+
+log = logging.getLogger("bridge.worker")
+
+MIRROR_INTERVAL = 0.25
+_installed_signals = False
+
+
+def _bridge_requests() -> list[Any]:
+    from celery.worker import state
+
+    from bridge.tasks import JOB_TASKS
+
+    return [r for r in (*state.active_requests, *state.reserved_requests) if r.name in JOB_TASKS]
+
+
+def _redis_url(app: Celery) -> str:
+    from bridge.gateway.settings import GatewaySettings
+
+    return GatewaySettings().redis_url
+
+
+class BridgeStep(bootsteps.StartStopStep):
+    """Mirror revokes into cancel keys; heartbeat the broker leases of bridge messages."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.app = worker.app
+        self.mirrored: set[str] = set()
+        self.trefs: list[Any] = []
+        self.client: redis.Redis | None = None
+        self.broker: redis.Redis | None = None
+        self.unacked_index = ""
+
+    def start(self, worker: Any) -> None:
+        self.client = redis.Redis.from_url(_redis_url(self.app))
+        # Prefork children read this flag (they cannot see the main process's signals).
+        os.environ["BRIDGE_HANDOFF_KEY"] = f"{keys.prefix()}:handoff:{worker.hostname}:{os.getpid()}"
+        self.trefs.append(worker.timer.call_repeatedly(MIRROR_INTERVAL, self.mirror, priority=10))
+        broker_url = str(self.app.conf.broker_url or "")
+        if broker_url.startswith(("redis://", "rediss://", "unix://")):
+            opts = self.app.conf.broker_transport_options or {}
+            self.broker = redis.Redis.from_url(broker_url)
+            self.unacked_index = opts.get("global_keyprefix", "") + opts.get("unacked_index_key", "unacked_index")
+            interval = env_float("BRIDGE_HEARTBEAT_INTERVAL", 10.0)
+            self.trefs.append(worker.timer.call_repeatedly(interval, self.heartbeat, priority=10))
+
+    def stop(self, worker: Any) -> None:
+        for tref in self.trefs:
+            tref.cancel()
+        self.trefs.clear()
+
+    def mirror(self) -> None:
+        """Copy revokes of this worker's bridge tasks into their cancel keys."""
+        from celery.worker import state
+
+        try:
+            revoked = [r.id for r in _bridge_requests() if r.id in state.revoked and r.id not in self.mirrored]
+            if revoked and self.client is not None:
+                pipe = self.client.pipeline(transaction=False)
+                for task_id in revoked:
+                    pipe.set(keys.cancel(task_id), "1", ex=7 * 86400)
+                pipe.execute()
+                self.mirrored.update(revoked)
+            if len(self.mirrored) > 100_000:
+                self.mirrored.clear()
+        except Exception:  # a Redis blip must not kill the worker's timer
+            log.exception("bridge: mirroring revokes failed; retrying")
+
+    def heartbeat(self) -> None:
+        """Refresh the unacked-index score of every bridge message this worker holds."""
+        try:
+            tags = [r.message.delivery_tag for r in _bridge_requests() if r.message is not None]
+            if tags and self.broker is not None:
+                now = time.time()
+                self.broker.zadd(self.unacked_index, dict.fromkeys(tags, now), xx=True)
+        except Exception:
+            log.exception("bridge: heartbeat of held messages failed; retrying")
+
+
+def _cancel_in_background(task_id: str) -> None:
+    def work() -> None:
+        try:
+            from bridge.gateway import cancel_task
+            from bridge.gateway.core import get_gateway
+
+            cancel_task(task_id)
+            get_gateway().cancel_job_of(task_id)
+        except Exception:
+            log.exception("bridge: cancelling the remote job of %s failed", task_id)
+
+    threading.Thread(target=work, name=f"bridge-cancel-{task_id[:8]}", daemon=True).start()
+
+
+def _on_task_revoked(sender: Any = None, request: Any = None, terminated: bool = False,
+                     expired: bool = False, **_: Any) -> None:
+    from bridge.tasks import JOB_TASKS
+
+    name = getattr(sender, "name", None) or getattr(request, "task", None)
+    task_id = getattr(request, "id", None)
+    if name in JOB_TASKS and task_id:
+        _cancel_in_background(task_id)
+
+
+def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
+    if how != "Warm":
+        return
+    from bridge.gateway import core
+
+    key = os.environ.get("BRIDGE_HANDOFF_KEY")
+    if key:
+        try:
+            from bridge.gateway.settings import GatewaySettings
+
+            client = redis.Redis.from_url(GatewaySettings().redis_url)
+            client.set(key, "1", ex=600)
+            client.close()
+        except Exception:
+            log.exception("bridge: could not flag the handoff for prefork children")
+    gateway = core._gateway
+    if gateway is not None and gateway.pid == os.getpid():
+        gateway.handoff()
+
+
+def _on_child_init(**_: Any) -> None:
+    # A fresh gateway per child: reads the handoff flag its parent sets on warm shutdown.
+    from bridge.gateway.core import get_gateway
+
+    get_gateway().set_handoff_key(os.environ.get("BRIDGE_HANDOFF_KEY"))
+
+
+def _reject_secret_args(sender: Any = None, body: Any = None, headers: Any = None, **_: Any) -> None:
+    """Refuse, in the producer, bridge tasks whose arguments carry s3Config credentials."""
+    from bridge import errors
+    from bridge.tasks import JOB_TASKS
+
+    if (headers or {}).get("task") not in JOB_TASKS or not isinstance(body, (list, tuple)) or not body:
+        return
+    args = body[0] if body else ()
+    first = args[0] if args else None
+    if isinstance(first, dict) and "s3Config" in first:
+        raise errors.InvalidRequest(
+            "s3Config must not travel in task arguments (they are stored and logged)",
+            None, None, "set BRIDGE_S3_CONFIG in the worker's environment instead",
+        )
+
+
+def install(app: Celery) -> Celery:
+    """Add bridge's tasks and worker pieces to ``app``; returns ``app``. One line per app:
+    ``bridge.install(app)``. Never changes the app's broker transport options."""
+    global _installed_signals
+    import bridge.tasks  # noqa: F401  (shared tasks: registered on every app)
+
+    if BridgeStep not in app.steps["worker"]:
+        app.steps["worker"].add(BridgeStep)
+    backend = str(app.conf.result_backend or "")
+    if "BRIDGE_REDIS_URL" not in os.environ and backend.startswith(("redis://", "rediss://", "unix://")):
+        os.environ["BRIDGE_REDIS_URL"] = backend
+    if not _installed_signals:
+        signals.task_revoked.connect(_on_task_revoked, weak=False)
+        signals.worker_shutting_down.connect(_on_shutting_down, weak=False)
+        signals.worker_process_init.connect(_on_child_init, weak=False)
+        signals.before_task_publish.connect(_reject_secret_args, weak=False)
+        _installed_signals = True
+    try:
+        from bridge.hooks import Hooks
+
+        extra = Hooks.from_settings().celery_config()
+        if extra:
+            extra.pop("broker_transport_options", None)
+            app.conf.update(extra)
+    except Exception:
+        log.exception("bridge: plugins' Celery settings could not be applied")
+    return app
