@@ -105,7 +105,8 @@ def batch(
         os.close(fd)
     store, batch_id = open_journal(journal, batch_id, endpoint_id)
     waiter = webhooks.waiter() if webhooks is not None else None
-    handle = LocalBatch(batch_id, endpoint_id, inputs, store, options, waiter=waiter)
+    total = len(inputs) if hasattr(inputs, "__len__") else None
+    handle = LocalBatch(batch_id, endpoint_id, inputs, store, options, waiter=waiter, total=total)
     if owns_temp:
         handle.temp_journal = journal  # type: ignore[attr-defined]
     return handle

@@ -28,8 +28,10 @@ class LocalBatch(BatchHandle):
         *,
         waiter: Waiter | None = None,
         owns_store: bool = True,
+        total: int | None = None,
     ) -> None:
         super().__init__(batch_id, store)
+        self._expected_total = total
         self.endpoint_id = endpoint_id
         self._owns_store = owns_store
         self._loop = asyncio.new_event_loop()
@@ -55,12 +57,14 @@ class LocalBatch(BatchHandle):
 
     @property
     def total(self) -> int | None:
-        return self.engine.total
+        """Number of inputs: known up front when given (or a sized collection), else once the
+        engine has read them all."""
+        return self.engine.total if self.engine.total is not None else self._expected_total
 
     def progress(self) -> Progress:
         c = self.engine.counters
         return Progress(
-            total=self.engine.total,
+            total=self.total,
             done=c.done,
             failed=c.failed,
             in_flight=c.in_flight,

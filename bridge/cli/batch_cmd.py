@@ -132,7 +132,7 @@ def batch_command(
         options = Options(concurrency=concurrency or int(os.environ.get("BRIDGE_BATCH_CONCURRENCY", 200)),
                           max_queue_depth=max_queue_depth, run_rate=Rate.parse(rate) if rate else None,
                           policy=policy_obj, base_url=base_url)
-        handle = LocalBatch(batch_id, endpoint_id, read_inputs(input_path), store, options)
+        handle = LocalBatch(batch_id, endpoint_id, read_inputs(input_path), store, options, total=total)
     display = Display(total, batch_id, interval=progress_interval, tty=sys.stdout.isatty())
     interrupted = False
     try:
