@@ -168,7 +168,7 @@ def _register(pm: PluginManager, name: str, ref: Any, source: str, opts: dict[st
         pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
         raise ConfigurationError(
-            f"plugin {name!r} ({source}) does not fit bridge's hooks: {scrub(str(exc))}",
+            f"plugin {name!r} ({source}) does not fit bridge's hooks: {_one_line(scrub(str(exc)))}",
             None, None, _HINT,
         ) from exc
     callers = pm.get_hookcallers(plugin) or []
@@ -258,6 +258,10 @@ def _parse_value(raw: str) -> Any:
 
 def _env_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _truthy(value: Any) -> bool:
