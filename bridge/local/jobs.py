@@ -175,6 +175,7 @@ class JobStore:
         self._idempotency: dict[str, str] = {}
         self._seq = itertools.count(1)
         self._has_work = asyncio.Event()
+        self.closed = False
 
     # -- submission and lookup (routes) ------------------------------------------------
 
@@ -297,7 +298,7 @@ class JobStore:
         """Wait until ``job`` is terminal (or has unread chunks), deleted, or ``timeout`` passes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not job.terminal and self.jobs.get(job.id) is job:
+        while not job.terminal and not self.closed and self.jobs.get(job.id) is job:
             if for_chunks and job.cursor < len(job.chunks):
                 return
             remaining = deadline - loop.time()
@@ -311,7 +312,9 @@ class JobStore:
 
     def close(self) -> None:
         """Stop everything (server shutdown): timers off, running jobs told to stop."""
+        self.closed = True
         for job in list(self.jobs.values()):
+            self._notify(job)
             for handle in job._timers.values():
                 handle.cancel()
             job._timers.clear()

@@ -135,7 +135,10 @@ class LocalServer:
 
     async def start(self) -> str:
         """Bind and serve; returns the base URL (``http://host:port/v2``)."""
-        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        # A rejected oversized upload is read and dropped for lingering_time (10 s by
+        # default), which would also hold shutdown that long; long polls end on close.
+        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False,
+                                     lingering_time=1.0, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()

@@ -16,6 +16,7 @@ constructor returns. Every method here is thread-safe (it runs on the server's l
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -94,7 +95,11 @@ class LocalEndpoint:
     # -- endpoints -------------------------------------------------------------------------
 
     def add_endpoint(self, endpoint_id: str, handler: Handler | str | None = None, **options: Any) -> None:
-        """Serve another endpoint on the same server (options as for the constructor)."""
+        """Serve another endpoint on the same server (options as for the constructor).
+
+        ``runner=False`` serves the endpoint without executing its jobs: drive its job store
+        (``endpoint(id).store``, see ``bridge.local.jobs``) from :meth:`run_in_loop`.
+        """
         self._call(lambda: self._server.add_endpoint(endpoint_id, handler, **options))
 
     def endpoint(self, endpoint_id: str | None = None) -> ServedEndpoint:
@@ -155,6 +160,10 @@ class LocalEndpoint:
 
     def __repr__(self) -> str:
         return f"LocalEndpoint({self.endpoint_id!r}, base_url={self.base_url!r})"
+
+    def run_in_loop(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule a coroutine on the server's loop (e.g. a custom runner using the job-store API)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_CALL_TIMEOUT)

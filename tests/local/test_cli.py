@@ -1,0 +1,97 @@
+"""``bridge serve`` as a real subprocess: starts, serves, binds loopback, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .test_faults_security import _listening_addresses
+
+ROOT = Path(__file__).resolve().parents[2]
+BRIDGE = [sys.executable, "-m", "bridge.cli"] if not (Path(sys.executable).parent / "bridge").exists() else [
+    str(Path(sys.executable).parent / "bridge")]
+
+
+class Served:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [*BRIDGE, "serve", "--port", "0", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, **(env or {})},
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # blocks until the server printed its URL (or died)
+        match = re.search(r"(http://\S+/v2)", line)
+        if not match:
+            self.proc.kill()
+            raise AssertionError(f"no base URL printed: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.base_url = match.group(1)
+        self.port = int(self.base_url.rsplit(":", 1)[1].split("/")[0])
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def served() -> Iterator[list[Served]]:
+    made: list[Served] = []
+    yield made
+    for s in made:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(5)
+
+
+def test_serve_file_handler_binds_loopback_and_stops_on_sigterm(served):
+    s = Served("examples/handlers.py:echo", "-e", "echo")
+    served.append(s)
+    assert s.base_url.startswith("http://127.0.0.1:")
+    assert _listening_addresses(s.port) == {"0100007F"}
+    r = requests.post(f"{s.base_url}/echo/runsync", json={"input": {"hello": "world"}}, timeout=10)
+    assert r.json()["output"] == {"hello": "world"}
+    assert s.stop() == 0
+
+
+def test_serve_module_handler_several_endpoints_and_api_key(served):
+    s = Served("examples.handlers:aecho", "--endpoint", "tokens=examples/handlers.py:stream_tokens",
+               "--api-key", "k1", "--return-aggregate-stream", env={"PYTHONPATH": str(ROOT)})
+    served.append(s)
+    auth = {"Authorization": "Bearer k1"}
+    assert requests.get(f"{s.base_url}/local/health", timeout=10).status_code == 401
+    r = requests.post(f"{s.base_url}/local/runsync", json={"input": [1]}, headers=auth, timeout=10)
+    assert r.json()["output"] == [1]
+    r = requests.post(f"{s.base_url}/tokens/runsync", json={"input": {"text": "a b"}}, headers=auth, timeout=10)
+    assert r.json()["output"] == ["a", "b"]
+    s.proc.send_signal(signal.SIGINT)
+    assert s.proc.wait(timeout=10) == 0
+
+
+def test_serve_runpod_profile_and_faults(served):
+    s = Served("examples/handlers.py:echo", "--profile", "runpod", "--rate-limit", "health=1/60")
+    served.append(s)
+    codes = [requests.get(f"{s.base_url}/local/health", timeout=10).status_code for _ in range(2)]
+    assert codes == [200, 429]
+    purge = [requests.post(f"{s.base_url}/local/purge-queue", timeout=10).status_code for _ in range(3)]
+    assert purge == [200, 200, 429]  # the profile's own limits still apply
+
+
+def test_serve_rejects_bad_usage():
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*BRIDGE, "serve", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    missing = run("--port", "0")
+    assert missing.returncode == 2 and "HANDLER" in missing.stderr
+    worker = run("--worker-command", "python w.py", "--port", "0")
+    assert worker.returncode == 2 and "not available yet" in worker.stderr
+    bad_file = run("nowhere.py:handler", "--port", "0")
+    assert bad_file.returncode == 7 and "does not exist" in bad_file.stderr
+    bad_spec = run("no_colon", "--port", "0")
+    assert bad_spec.returncode == 7 and "spec" in bad_spec.stderr
