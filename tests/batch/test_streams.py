@@ -1,0 +1,128 @@
+"""Reading task streams: several readers, a late joiner, offsets, and SSE with a reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import aiohttp
+import redis
+from aiohttp import web
+
+from bridge import keys
+from bridge.sse import make_app
+from bridge.streams import aread_stream, read_stream
+
+
+def append(r: redis.Redis, task_id: str, chunk: object) -> str:
+    return r.xadd(keys.stream(task_id), {"chunk": json.dumps(chunk)}).decode()
+
+
+def finish(r: redis.Redis, task_id: str, status: str = "COMPLETED", error: str | None = None) -> None:
+    fields = {"eof": "1", "status": status}
+    if error:
+        fields["error"] = error
+    r.xadd(keys.stream(task_id), fields)
+
+
+def test_two_live_readers_and_a_late_joiner_see_every_chunk(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    seen: dict[str, list] = {"a": [], "b": []}
+    ready = threading.Barrier(3)
+
+    def reader(name: str) -> None:
+        events = read_stream("t1", redis_url=redis_url, timeout=10)
+        ready.wait()
+        for event in events:
+            seen[name].append(event)
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in seen]
+    for t in threads:
+        t.start()
+    ready.wait()
+    for i in range(50):
+        append(r, "t1", {"i": i})
+    finish(r, "t1", "FAILED", json.dumps({"error_message": "boom"}))
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    late = list(read_stream("t1", redis_url=redis_url, timeout=10))  # after the end: from the start
+    for events in (seen["a"], seen["b"], late):
+        assert [e.chunk for e in events[:-1]] == [{"i": i} for i in range(50)]
+        assert events[-1].eof and events[-1].status == "FAILED"
+        assert events[-1].error == {"error_message": "boom"}
+
+
+def test_offsets_and_non_live_reads(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    ids = [append(r, "t2", i) for i in range(5)]
+    now = list(read_stream("t2", redis_url=redis_url, live=False))
+    assert [e.chunk for e in now] == [0, 1, 2, 3, 4]  # no eof yet: stops at the current end
+    after = list(read_stream("t2", from_id=ids[2], redis_url=redis_url, live=False))
+    assert [e.chunk for e in after] == [3, 4]
+    finish(r, "t2")
+    tail = list(read_stream("t2", from_id="$", redis_url=redis_url))
+    assert len(tail) == 1 and tail[0].eof and tail[0].status == "COMPLETED"
+
+
+async def test_async_reader_from_an_offset_then_live(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    old = append(r, "t3", "old")
+    append(r, "t3", "mid")
+    got: list = []
+    async for event in aread_stream("t3", from_id=old, redis_url=redis_url, timeout=10):
+        got.append(event)
+        if event.chunk == "mid":  # the reader is now live: the rest arrives while it waits
+            await asyncio.to_thread(append, r, "t3", "new")
+            await asyncio.to_thread(finish, r, "t3", "CANCELLED")
+    assert [e.chunk for e in got[:-1]] == ["mid", "new"]
+    assert got[-1].eof and got[-1].status == "CANCELLED"
+
+
+async def read_sse(resp: aiohttp.ClientResponse, limit: int | None = None) -> list[dict]:
+    """Parse events until ``limit`` chunks (or the end event)."""
+    events: list[dict] = []
+    current: dict = {}
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if "data" in current:
+                events.append(current)
+                if current.get("event") == "end" or (limit and len(events) >= limit):
+                    return events
+            current = {}
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(": ")
+        current[field] = value
+    return events
+
+
+async def test_sse_relays_and_resumes_with_last_event_id(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    for i in range(10):
+        append(r, "t4", {"i": i})
+    runner = web.AppRunner(make_app(redis_url))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/streams/t4"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as resp:
+                assert resp.headers["Content-Type"].startswith("text/event-stream")
+                first = await read_sse(resp, limit=4)  # then the "browser" drops the connection
+            assert [json.loads(e["data"]) for e in first] == [{"i": i} for i in range(4)]
+            for i in range(10, 15):
+                append(r, "t4", {"i": i})
+            finish(r, "t4")
+            async with session.get(url, headers={"Last-Event-ID": first[-1]["id"]}) as resp:
+                rest = await read_sse(resp)
+        chunks = [json.loads(e["data"]) for e in rest if e["event"] == "chunk"]
+        assert chunks == [{"i": i} for i in range(4, 15)]
+        assert rest[-1]["event"] == "end" and json.loads(rest[-1]["data"])["status"] == "COMPLETED"
+    finally:
+        await runner.cleanup()
