@@ -19,6 +19,8 @@ Runner API (the seam)::
                                         # COMPLETED, or FAILED when error is given;
                                         # False if the job had already ended (cancelled,
                                         # timed out): drop the late result
+    store.time_out(job, message)        # end a running job TIMED_OUT (e.g. its worker died)
+    store.release(job)                  # give back a taken, not started job (head of queue)
     job.payload()                       # the dict a handler receives ({"id","input",...})
     job.stopped                         # True once a stop was requested
 
@@ -36,14 +38,12 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from bridge.status import is_terminal
+from bridge.local.record import MISSING, LocalJob
 
-#: Marks "no output" (a handler returning ``{}`` completes with no output key).
-MISSING: Any = object()
-
+__all__ = ["MISSING", "Counters", "JobStore", "LocalJob"]
 
 @dataclass
 class Counters:
@@ -51,111 +51,6 @@ class Counters:
     failed: int = 0
     retried: int = 0
     submitted: int = 0
-
-
-@dataclass(eq=False)
-class LocalJob:
-    id: str
-    input: Any
-    webhook: str | None = None
-    policy: dict[str, Any] = field(default_factory=dict)
-    s3_config: dict[str, Any] | None = None
-    sync: bool = False
-    low_priority: bool = False
-    execution_timeout: float = 600.0  # seconds
-    ttl: float = 86400.0  # seconds
-    retention: float = 1800.0  # seconds a terminal job stays readable
-    idempotency_key: str | None = None
-    status: str = "IN_QUEUE"
-    output: Any = MISSING
-    error: str | None = None
-    progress: Any = MISSING
-    chunks: list[Any] = field(default_factory=list)
-    cursor: int = 0  # /stream drain position
-    submitted_at: float = field(default_factory=time.monotonic)
-    queued_at: float = field(default_factory=time.monotonic)
-    started_at: float | None = None
-    finished_at: float | None = None
-    attempts: int = 0
-    enqueued: int = 0
-    stopped: bool = False
-    webhook_attempts: list[int | str] = field(default_factory=list)
-    _stop_callbacks: list[Callable[[str], Any]] = field(default_factory=list, repr=False)
-    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict, repr=False)
-
-    @property
-    def terminal(self) -> bool:
-        return is_terminal(self.status)
-
-    def payload(self) -> dict[str, Any]:
-        """What a handler receives: id, input and the request keys RunPod forwards."""
-        job: dict[str, Any] = {"id": self.id, "input": self.input}
-        if self.webhook is not None:
-            job["webhook"] = self.webhook
-        if self.policy:
-            job["policy"] = self.policy
-        if self.s3_config is not None:
-            job["s3Config"] = self.s3_config
-        return job
-
-    def _times(self, body: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if self.started_at is not None:
-            body["delayTime"] = int((self.started_at - self.queued_at) * 1000)
-            body["executionTime"] = int(((self.finished_at or now) - self.started_at) * 1000)
-        elif self.terminal:
-            body["delayTime"] = int(((self.finished_at or now) - self.queued_at) * 1000)
-            body["executionTime"] = 0
-
-    def status_body(self) -> dict[str, Any]:
-        """The ``/status`` body, RunPod's shape."""
-        body: dict[str, Any] = {"id": self.id, "status": self.status}
-        self._times(body)
-        if self.terminal:
-            if self.output is not MISSING:
-                body["output"] = self.output
-            if self.error is not None:
-                body["error"] = self.error
-        elif self.status == "IN_PROGRESS" and self.progress is not MISSING:
-            body["output"] = self.progress
-        return body
-
-    def webhook_body(self) -> dict[str, Any]:
-        body = self.status_body()
-        body["input"] = self.input
-        body["webhook"] = self.webhook
-        return body
-
-    def drain(self) -> dict[str, Any]:
-        """The ``/stream`` body: chunks since the last read, then the terminal status with []."""
-        body: dict[str, Any] = {"id": self.id, "status": self.status}
-        self._times(body)
-        body["stream"] = [{"output": c} for c in self.chunks[self.cursor :]]
-        self.cursor = len(self.chunks)
-        if self.terminal and self.error is not None:
-            body["error"] = self.error
-        return body
-
-    def describe(self) -> dict[str, Any]:
-        """Everything about the job, for the test-only ``/_bridge/jobs/{id}`` route."""
-        return {
-            **self.status_body(),
-            "input": self.input,
-            "webhook": self.webhook,
-            "policy": self.policy,
-            "sync": self.sync,
-            "lowPriority": self.low_priority,
-            "executionTimeoutMs": int(self.execution_timeout * 1000),
-            "ttlMs": int(self.ttl * 1000),
-            "retentionMs": int(self.retention * 1000),
-            "idempotencyKey": self.idempotency_key,
-            "attempts": self.attempts,
-            "chunks": len(self.chunks),
-            "unread": len(self.chunks) - self.cursor,
-            "stopped": self.stopped,
-            "webhookAttempts": list(self.webhook_attempts),
-        }
 
 
 class JobStore:
@@ -259,6 +154,19 @@ class JobStore:
             return False
         self._end(job, "FAILED" if error is not None else "COMPLETED", output, error)
         return True
+
+    def time_out(self, job: LocalJob, message: str) -> bool:
+        """End a running job TIMED_OUT (e.g. its worker was lost); False if it had already ended."""
+        if job.status != "IN_PROGRESS":
+            return False
+        self._end(job, "TIMED_OUT", MISSING, message)
+        return True
+
+    def release(self, job: LocalJob) -> None:
+        """Give back a job that was taken but not started: it goes to the head of its queue."""
+        if job.status == "IN_QUEUE" and self.jobs.get(job.id) is job:
+            (self._low if job.low_priority else self._queue).appendleft((job.enqueued, job))
+            self._has_work.set()
 
     # -- client operations (routes) ----------------------------------------------------
 
@@ -367,9 +275,7 @@ class JobStore:
             callback(reason)
 
     def _time_out(self, job: LocalJob) -> None:
-        if job.status == "IN_PROGRESS":
-            limit = int(job.execution_timeout * 1000)
-            self._end(job, "TIMED_OUT", MISSING, f"job exceeded its executionTimeout of {limit} ms")
+        self.time_out(job, f"job exceeded its executionTimeout of {int(job.execution_timeout * 1000)} ms")
 
     def _expire(self, job: LocalJob) -> None:
         if job.status == "IN_PROGRESS":

@@ -134,10 +134,18 @@ def test_external_runner_through_the_store_api(local_endpoint):
             job = await store.take(timeout=5)
             if job is None:
                 return
+            if job.input == "give-back" and not job.attempts and "released" not in stopped:
+                stopped.append("released")
+                store.release(job)  # back to the head of the queue, taken again next round
+                continue
             if not store.start(job):
                 continue
             if job.input == "stop-me":
                 store.on_stop(job, stopped.append)
+                continue
+            if job.input == "lost":
+                assert store.time_out(job, "worker lost")
+                assert not store.finish(job, output="late")  # a late result is dropped
                 continue
             store.progress(job, {"half": True})
             store.add_chunk(job, "c1")
@@ -149,7 +157,11 @@ def test_external_runner_through_the_store_api(local_endpoint):
     job_id = c.run("stop-me")
     c.wait_status(job_id, "IN_PROGRESS")
     c.post("cancel", job_id)
-    wait_until(lambda: stopped == ["CANCELLED"])
+    wait_until(lambda: "CANCELLED" in stopped)
+    lost = c.wait(c.run("lost"))
+    assert lost["status"] == "TIMED_OUT" and lost["error"] == "worker lost" and "output" not in lost
+    assert c.wait(c.run("give-back"))["output"] == {"ran": "give-back"}
+    assert "released" in stopped
     streamed = c.run(2)
     c.wait(streamed)
     assert c.get("stream", streamed).json()["stream"] == [{"output": "c1"}]
