@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from typing import Any
 
 from bridge.batch.engine import Options, idempotency_key
@@ -105,7 +105,7 @@ def batch(
         os.close(fd)
     store, batch_id = open_journal(journal, batch_id, endpoint_id)
     waiter = webhooks.waiter() if webhooks is not None else None
-    total = len(inputs) if hasattr(inputs, "__len__") else None
+    total = len(inputs) if isinstance(inputs, Sized) else None
     handle = LocalBatch(batch_id, endpoint_id, inputs, store, options, waiter=waiter, total=total)
     if owns_temp:
         handle.temp_journal = journal  # type: ignore[attr-defined]

@@ -110,6 +110,7 @@ class Engine:
         self.base_url = resolve_base_url(options.base_url)
         self.counters = Counters()
         self._waiter = waiter
+        self._poller = PollWaiter(status_rate=default_rate("status", self.base_url))
         self._endpoint_factory = endpoint_factory
         self._on_finish = on_finish
         self.run_pacer = Pacer(default_rate("run", self.base_url, options.run_rate))
@@ -134,6 +135,9 @@ class Engine:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
         finally:
             self.store.flush()
+            waiter_close = getattr(self._waiter, "close", None)
+            if waiter_close is not None:
+                await waiter_close()
             close = getattr(self._ep, "close", None)
             if close is not None:
                 result = close()
@@ -228,6 +232,10 @@ class Engine:
         except errors.BridgeError as exc:
             self.store.finished(index, st.FAILED, attempt, job_id, error_dict(exc))
             self.counters.failed += 1
+        except Exception as exc:  # a bug or a broken plugin must not hang the batch
+            log.exception("input %d of batch %s failed unexpectedly", index, self.batch_id)
+            self.store.finished(index, st.FAILED, attempt, job_id, error_dict(exc))
+            self.counters.failed += 1
         finally:
             self._jobs.pop(index, None)
             self.counters.in_flight -= 1
@@ -238,13 +246,14 @@ class Engine:
     async def _submit(self, index: int, value: Any, attempt: int) -> str | None:
         key = idempotency_key(self.batch_id, index, attempt)
         failures = 0
+        webhook = await self._webhook_for(index)
         while True:
             if self.cancel_event.is_set() and failures == 0:
                 return None
             await self.run_pacer.acquire()
             try:
                 job = await self._ep.run(
-                    value, webhook=self._webhook_for(index), policy=self.options.policy, idempotency_key=key
+                    value, webhook=webhook, policy=self.options.policy, idempotency_key=key
                 )
             except errors.RateLimited as exc:
                 # Absorbed: pause every sender, then try again with the same key.
@@ -261,14 +270,14 @@ class Engine:
             self.counters.submitted += 1
             return str(job.job_id)
 
-    def _webhook_for(self, index: int) -> str | None:
+    async def _webhook_for(self, index: int) -> str | None:
         if self._waiter is None:
             return None
-        return self._waiter.webhook_for(self.batch_id, index)
+        return await self._waiter.webhook_for(self.batch_id, index)
 
     async def _wait(self, index: int, job_id: str) -> dict[str, Any] | None:
         """The terminal status body, or None when the batch was cancelled first."""
-        waiter = self._waiter or PollWaiter()
+        waiter = self._waiter or self._poller
         job = self._ep.job(job_id)
         waiting = asyncio.ensure_future(
             waiter.wait(job, self.batch_id, index, lambda: self.gate.started(index))

@@ -21,7 +21,7 @@ OnStarted = Callable[[], Awaitable[None]]
 
 
 class Waiter(Protocol):
-    def webhook_for(self, batch_id: str, index: int) -> str | None:
+    async def webhook_for(self, batch_id: str, index: int) -> str | None:
         """The webhook URL to submit this input with (None: no webhook)."""
 
     async def wait(self, job: Any, batch_id: str, index: int, on_started: OnStarted) -> dict[str, Any]:
@@ -45,7 +45,7 @@ class PollWaiter:
         self.max_interval = max_interval
         self.pacer = Pacer(status_rate)
 
-    def webhook_for(self, batch_id: str, index: int) -> str | None:
+    async def webhook_for(self, batch_id: str, index: int) -> str | None:
         return None
 
     async def look(self, job: Any, wait: float | None) -> dict[str, Any] | None:

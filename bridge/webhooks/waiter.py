@@ -1,0 +1,132 @@
+"""Waiting for jobs by webhook: register a job ref, submit with its URL, await the delivery.
+
+One listener per :class:`WebhookWaiter` pops its Redis inbox (BLPOP) and completes the
+matching futures, so a batch of any size holds two Redis connections. A webhook that never
+comes (lost, receiver down) is covered by slow polling: after ``fallback_after`` seconds a
+plain status look every ``fallback_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+from bridge import errors
+from bridge.batch.waiting import OnStarted
+from bridge.status import is_terminal
+from bridge.webhooks.receiver import inbox_key, registration_key
+from bridge.webhooks.secrets import receiver_key, webhook_url
+
+log = logging.getLogger("bridge.webhooks")
+
+
+class WebhookWaiter:
+    """A batch-engine waiter (see :class:`bridge.batch.waiting.Waiter`) that needs no status
+    requests while webhooks arrive."""
+
+    def __init__(
+        self,
+        public_url: str,
+        redis_url: str,
+        *,
+        fallback_after: float = 60.0,
+        fallback_interval: float = 60.0,
+        relay: str | None = None,
+        ttl: int = 7 * 86400,
+    ) -> None:
+        self.public_url = public_url
+        self.redis_url = redis_url
+        self.fallback_after = fallback_after
+        self.fallback_interval = fallback_interval
+        self.relay = relay
+        self.ttl = ttl
+        self.inbox = uuid.uuid4().hex
+        self._redis: Any = None
+        self._key: bytes | None = None
+        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self.fallback_polls = 0
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> None:
+        async with self._lock:
+            if self._redis is None:
+                import redis.asyncio as aredis
+
+                client = aredis.Redis.from_url(self.redis_url)
+                self._key = await receiver_key(client)
+                self._redis = client
+            if self._listener is None or self._listener.done():
+                self._listener = asyncio.ensure_future(self._listen())
+
+    @staticmethod
+    def ref(batch_id: str, index: int) -> str:
+        return f"b-{batch_id}-{index}"
+
+    async def webhook_for(self, batch_id: str, index: int) -> str | None:
+        await self._ready()
+        assert self._key is not None
+        ref = self.ref(batch_id, index)
+        mapping = {"inbox": self.inbox, "ttl": str(self.ttl)}
+        if self.relay:
+            mapping["relay"] = self.relay
+        pipe = self._redis.pipeline()
+        pipe.hset(registration_key(ref), mapping=mapping)
+        pipe.hdel(registration_key(ref), "delivered")
+        pipe.expire(registration_key(ref), self.ttl)
+        await pipe.execute()
+        self._futures.setdefault(ref, asyncio.get_running_loop().create_future())
+        return webhook_url(self.public_url, self._key, ref)
+
+    async def _listen(self) -> None:
+        import redis.asyncio as aredis
+
+        blocking = aredis.Redis.from_url(self.redis_url)
+        try:
+            while True:
+                item = await blocking.blpop([inbox_key(self.inbox)], timeout=5)
+                if item is None:
+                    continue
+                message = json.loads(item[1])
+                future = self._futures.get(message["ref"])
+                if future is not None and not future.done():
+                    future.set_result(message["body"])
+        finally:
+            await blocking.aclose()
+
+    async def wait(self, job: Any, batch_id: str, index: int, on_started: OnStarted) -> dict[str, Any]:
+        await self._ready()
+        ref = self.ref(batch_id, index)
+        future = self._futures.setdefault(ref, asyncio.get_running_loop().create_future())
+        try:
+            timeout = self.fallback_after
+            while True:
+                try:
+                    body = await asyncio.wait_for(asyncio.shield(future), timeout)
+                    if is_terminal(str(body.get("status"))):
+                        return body
+                except asyncio.TimeoutError:
+                    pass
+                # No webhook yet: one plain status look (slow polling, the fallback).
+                self.fallback_polls += 1
+                try:
+                    body = await job.fetch()
+                except (errors.RateLimited, errors.ServerError, errors.TransportError) as exc:
+                    log.info("fallback status look for %s failed: %s", ref, type(exc).__name__)
+                else:
+                    if is_terminal(str(body.get("status"))):
+                        return body
+                timeout = self.fallback_interval
+        finally:
+            self._futures.pop(ref, None)
+            await self._redis.delete(registration_key(ref))
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()
