@@ -97,6 +97,9 @@ class Gateway:
         async def _close() -> None:
             await self.transport.close()
             await self.redis.aclose()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
 
         if self._thread.is_alive():
             try:

@@ -1,0 +1,151 @@
+"""Helpers for the Celery gateway tests: a real redis-server (session fixture), a real local
+endpoint serving the example handlers, and real workers: an embedded threads worker
+(``start_worker``) or ``celery -A bridge.app worker`` subprocesses (prefork, kill -9,
+warm shutdown). No eager mode, no sleeps for synchronisation: :func:`wait_until` polls
+with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+
+from bridge.gateway.journal import read as read_journal
+from bridge.testing import LocalEndpoint
+from bridge.worker import install
+
+ROOT = Path(__file__).resolve().parents[2]
+HANDLERS = str(ROOT / "examples" / "handlers.py")
+CELERY = str(Path(sys.executable).parent / "celery")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy, failing at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        time.sleep(interval)
+
+
+def serve_examples(**kwargs: Any) -> LocalEndpoint:
+    """One local endpoint server with the example handlers as endpoints."""
+    ep = LocalEndpoint(f"{HANDLERS}:sleep", endpoint_id="sleep", workers=500, **kwargs)
+    ep.add_endpoint("echo", f"{HANDLERS}:aecho", workers=500)
+    ep.add_endpoint("fail", f"{HANDLERS}:fail")
+    ep.add_endpoint("stream", f"{HANDLERS}:astream_tokens", workers=50)
+    return ep
+
+
+@dataclass
+class Stack:
+    app: Celery
+    endpoint: LocalEndpoint
+    url: str
+    redis: redis.Redis
+
+    def journal(self, task_id: str) -> dict[str, str]:
+        return read_journal(self.redis, task_id)
+
+    def job_id(self, task_id: str, timeout: float = 10.0) -> str:
+        """The remote job id once the task recorded it."""
+        return str(wait_until(lambda: self.journal(task_id).get("job_id"), timeout))
+
+    def remote_status(self, job_id: str) -> str | None:
+        state = self.endpoint.job_state(job_id)
+        return None if state is None else state.get("status")
+
+
+def make_app(url: str, name: str = "bridge-tests", **conf: Any) -> Celery:
+    app = Celery(name, broker=url, backend=url)
+    app.conf.update(
+        task_serializer="json", result_serializer="json", accept_content=["json"],
+        worker_prefetch_multiplier=1, broker_connection_retry_on_startup=True, **conf,
+    )
+    install(app)
+
+    @app.task(name="tests.prep")
+    def prep(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @app.task(name="tests.post")
+    def post(output: dict[str, int]) -> int:
+        return output["n"] * 10
+
+    @app.task(name="tests.total")
+    def total(outputs: list[dict[str, int]]) -> int:
+        return sum(o["n"] for o in outputs)
+
+    return app
+
+
+GATEWAY_ENV = {
+    "BRIDGE_SUBMIT_ATTEMPTS": "3",
+    "BRIDGE_POLL_ERROR_DEADLINE": "30",
+    "BRIDGE_LONG_POLL": "5",
+}
+
+
+class WorkerProcess:
+    """``celery -A bridge.app worker`` in a subprocess, configured through the environment."""
+
+    counter = 0
+
+    def __init__(self, app: Celery, url: str, base_url: str, pool: str = "threads",
+                 concurrency: int = 100, **env: str) -> None:
+        WorkerProcess.counter += 1
+        self.app = app
+        self.name = f"w{WorkerProcess.counter}-{os.getpid()}@bridge-tests"
+        full_env = {
+            **os.environ, **GATEWAY_ENV, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
+            "BRIDGE_REDIS_URL": url, "RUNPOD_ENDPOINT_BASE_URL": base_url,
+            "BRIDGE_WORKER_POOL": pool, "BRIDGE_WORKER_CONCURRENCY": str(concurrency),
+            "PYTHONPATH": str(ROOT), **env,
+        }
+        self.log = open(f"/tmp/bridge-test-{self.name.split('@')[0]}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [CELERY, "-A", "bridge.app", "worker", "-l", "INFO", "-n", self.name, "--without-mingle",
+             "--without-gossip"],
+            cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
+        def pong() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}: {self.output()}")
+            return bool(self.app.control.ping([self.name], timeout=0.5))
+
+        wait_until(pong, timeout)
+        return self
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+        return self.proc.returncode

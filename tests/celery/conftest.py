@@ -1,0 +1,64 @@
+"""Fixtures for the Celery gateway tests (helpers in celery_helpers.py): a real redis-server,
+a real local endpoint with the example handlers, an embedded threads worker or worker
+subprocesses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+from celery_helpers import GATEWAY_ENV, Stack, WorkerProcess, make_app, serve_examples
+
+from bridge.embedded_redis import EmbeddedRedis
+from bridge.gateway.core import reset_gateway
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: EmbeddedRedis) -> Iterator[Stack]:
+    """An embedded threads worker of an app with ``bridge.install``, on its own Redis db."""
+    url = f"redis://127.0.0.1:{redis_server.port}/3"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    with serve_examples() as ep, pytest.MonkeyPatch.context() as mp:
+        for key, value in {**GATEWAY_ENV, "BRIDGE_REDIS_URL": url,
+                           "RUNPOD_ENDPOINT_BASE_URL": ep.base_url}.items():
+            mp.setenv(key, value)
+        reset_gateway()
+        app = make_app(url)
+        with start_worker(app, pool="threads", concurrency=200, perform_ping_check=False,
+                          loglevel="WARNING", shutdown_timeout=15):
+            yield Stack(app, ep, url, client)
+        reset_gateway()
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def sub_stack(redis_server: EmbeddedRedis) -> Iterator[Stack]:
+    """A producer app and local endpoint for tests that start worker subprocesses."""
+    url = f"redis://127.0.0.1:{redis_server.port}/4"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    with serve_examples() as ep, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BRIDGE_REDIS_URL", url)
+        reset_gateway()
+        app = make_app(url, "bridge-producer")
+        yield Stack(app, ep, url, client)
+        reset_gateway()
+    client.close()
+
+
+@pytest.fixture
+def workers(sub_stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory of worker subprocesses; all are stopped when the test ends."""
+    started: list[WorkerProcess] = []
+
+    def start(pool: str = "threads", concurrency: int = 100, **env: str) -> WorkerProcess:
+        w = WorkerProcess(sub_stack.app, sub_stack.url, sub_stack.endpoint.base_url, pool, concurrency, **env)
+        started.append(w)
+        return w.wait_ready()
+
+    yield start
+    for w in started:
+        w.stop()
