@@ -111,7 +111,9 @@ class AsyncioEndpoint(EndpointBase):
         """Submit a job (``POST /run``) and return it at once."""
         call = self._wire.run(input, webhook, policy, s3_config, idempotency_key)
         body = await self._send(call)
-        return AsyncioJob(self, str(body["id"]), body)
+        # A repeated Idempotency-Key may name a job that already ended; /run's answer then
+        # lacks the output, so only a non-terminal status is kept.
+        return AsyncioJob(self, str(body["id"]), None if terminal(body) else body)
 
     async def run_sync(
         self,

@@ -17,7 +17,7 @@ import pytest
 from bridge.client import AsyncioEndpoint, Endpoint
 from bridge.testing import LocalEndpoint
 
-from .util import FAST_RETRY, AsyncFacade, LoopThread, WebhookReceiver
+from .util import FAST_RETRY, AsyncFacade, EdgeProxy, LoopThread, WebhookReceiver
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +66,18 @@ def webhook_receiver() -> Iterator[Callable[..., WebhookReceiver]]:
     yield make
     for receiver in made:
         receiver.close()
+
+
+@pytest.fixture
+def edge_proxy() -> Iterator[Callable[..., EdgeProxy]]:
+    """``edge_proxy(local, **EdgeProxy options)``: a proxy producing edges the endpoint can't."""
+    made: list[EdgeProxy] = []
+
+    def make(local: LocalEndpoint, **kwargs: Any) -> EdgeProxy:
+        proxy = EdgeProxy(local.base_url, **kwargs)
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.close()

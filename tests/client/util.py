@@ -123,3 +123,66 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(interval)
         interval = min(0.1, interval * 2)
+
+
+class EdgeProxy:
+    """A reverse proxy in front of the local endpoint, for the edges the endpoint itself
+    cannot produce: no ``/status-sync`` route (``status_sync=404`` or 405, the way many
+    servers answer an unknown route), terminal ``/stream`` replies without the ``stream``
+    key, and ``/run`` answers lost after the job was created (``drop_runs``: that many
+    connections are closed instead of answered)."""
+
+    def __init__(self, target: str, *, status_sync: int | None = 404, drop_stream_key: bool = False,
+                 drop_runs: int = 0) -> None:
+        from aiohttp import ClientSession, web
+
+        self.target = target.rstrip("/")
+        self.dropped = 0
+        self.loop = LoopThread()
+        proxy = self
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            path = request.match_info["tail"]
+            if status_sync is not None and "/status-sync/" in path:
+                return web.Response(status=status_sync, text=f"{status_sync}: Not Found")
+            async with proxy.session.request(
+                request.method, f"{proxy.target}/{path}", params=request.query,
+                data=await request.read(), headers={k: v for k, v in request.headers.items()
+                                                    if k.lower() not in ("host", "content-length")},
+            ) as resp:
+                raw = await resp.read()
+                status, ctype = resp.status, resp.headers.get("Content-Type", "application/json")
+                retry_after = resp.headers.get("Retry-After")
+            if path.endswith("/run") and proxy.dropped < drop_runs:
+                proxy.dropped += 1
+                assert request.transport is not None
+                request.transport.close()  # the job exists; its answer is lost
+                return web.Response(status=500)
+            if drop_stream_key and "/stream/" in path and status == 200:
+                body = json.loads(raw)
+                if body.get("status") in ("COMPLETED", "CANCELLED", "FAILED", "TIMED_OUT") and not body.get("stream"):
+                    body.pop("stream", None)
+                raw = json.dumps(body).encode()
+            headers = {"Retry-After": retry_after} if retry_after else {}
+            return web.Response(status=status, body=raw, content_type=ctype.split(";")[0], headers=headers)
+
+        async def start() -> str:
+            self.session = ClientSession()
+            app = web.Application()
+            app.router.add_route("*", "/v2/{tail:.*}", forward)
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            return f"http://127.0.0.1:{port}/v2"
+
+        self.base_url: str = self.loop.run(start())
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self.session.close()
+            await self.runner.cleanup()
+
+        self.loop.run(stop())
+        self.loop.close()
