@@ -127,7 +127,8 @@ def bridge_on_failed(
     ctx: Any, error: BaseException, delay_ms: float | None, execution_ms: float | None
 ) -> None:
     """The task failed for good: FAILED, TIMED_OUT, a veto (``JobRejected``), an error
-    after retries ran out. Worker. ``error`` is the bridge error the task raises."""
+    after retries ran out. Worker. ``error`` is the bridge error the task raises.
+    A cancelled job is reported to ``bridge_on_cancelled`` only, not here."""
 
 
 @hookspec
