@@ -1,0 +1,75 @@
+"""Where the client's settings come from, what it refuses before sending, and the sync
+endpoint shared between threads."""
+
+from __future__ import annotations
+
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import bridge
+from bridge import errors
+from bridge.client import RetryPolicy
+from bridge.client._wire import request_body
+
+from . import handlers
+
+
+def test_settings_resolution_order(monkeypatch):
+    monkeypatch.setenv("RUNPOD_API_KEY", "rpa_FROMENV000000001")
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", "http://127.0.0.1:9/v2/")
+    ep = bridge.Endpoint("e")
+    assert ep.base_url == "http://127.0.0.1:9/v2"
+    assert ep._wire.api_key == "rpa_FROMENV000000001"
+    monkeypatch.setattr(bridge, "api_key", "rpa_FROMMODULE00001", raising=False)
+    monkeypatch.setattr(bridge, "endpoint_url_base", "http://127.0.0.1:8/v2", raising=False)
+    ep = bridge.AsyncioEndpoint("e")
+    assert ep.base_url == "http://127.0.0.1:8/v2" and ep._wire.api_key == "rpa_FROMMODULE00001"
+    ep = bridge.Endpoint("e", api_key="rpa_FROMARG00000001", base_url="http://127.0.0.1:7/v2")
+    assert ep.base_url == "http://127.0.0.1:7/v2" and ep._wire.api_key == "rpa_FROMARG00000001"
+    assert "FROMARG" not in repr(ep)
+
+
+def test_runpod_hosted_api_needs_a_key(monkeypatch):
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    monkeypatch.delenv("RUNPOD_ENDPOINT_BASE_URL", raising=False)
+    with pytest.raises(errors.ConfigurationError):
+        bridge.Endpoint("e")
+    with pytest.raises(errors.ConfigurationError):
+        bridge.Endpoint("e", base_url="ftp://127.0.0.1/v2")
+
+
+@pytest.mark.parametrize(
+    ("given", "options", "body"),
+    [
+        ({}, {}, {"input": {}}),
+        ({"input": {}}, {}, {"input": {}}),
+        ({"input": {"a": 1}, "webhook": "w"}, {}, {"input": {"a": 1}, "webhook": "w"}),
+        ({"input": 1, "extra": 1}, {}, {"input": {"input": 1, "extra": 1}}),
+        ("text", {"policy": {"ttl": 1}}, {"input": "text", "policy": {"ttl": 1}}),
+        ({"input": 1, "webhook": "a"}, {"webhook": "b"}, {"input": 1, "webhook": "b"}),
+    ],
+)
+def test_request_body_form(given, options, body):
+    assert request_body(given, **options) == body
+
+
+def test_job_errors_pickle_with_their_fields(local_endpoint):
+    local = local_endpoint(handlers.work)
+    ep = bridge.Endpoint(local.endpoint_id, base_url=local.base_url)
+    with pytest.raises(errors.JobFailed) as info:
+        ep.run_sync({"fail": "kaput"}, timeout=10)
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert (copy.job_id, copy.endpoint_id, copy.status) == (info.value.job_id, local.endpoint_id, "FAILED")
+    assert "kaput" in copy.error and str(copy) == str(info.value)
+
+
+def test_one_sync_endpoint_shared_by_threads(local_endpoint):
+    local = local_endpoint(handlers.work, workers=32)
+    with bridge.Endpoint(local.endpoint_id, base_url=local.base_url, retry=RetryPolicy(base=0.01)) as ep:
+        with ThreadPoolExecutor(16) as pool:
+            outputs = list(pool.map(lambda i: ep.run({"i": i, "sleep": 0.05}).output(timeout=30), range(64)))
+    assert outputs == [{"echo": {"i": i, "sleep": 0.05}} for i in range(64)]
+    assert local.submissions() == 64
+    assert ep.requests_sent == sum(local.stats().values())
