@@ -31,7 +31,7 @@ task_reject_on_worker_lost = True
 _vt = int(os.environ.get("BRIDGE_VISIBILITY_TIMEOUT", "60"))
 broker_transport_options = {
     "visibility_timeout": _vt,
-    "unacked_restore_interval": 5,
+    "unacked_restore_interval": int(os.environ.get("BRIDGE_RESTORE_INTERVAL", "5")),
     "unacked_restore_throttle": 1,
 }
 result_backend_transport_options = {"visibility_timeout": _vt}

@@ -8,6 +8,7 @@ budget unless ``BRIDGE_RATE_LIMITS`` says so.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -42,6 +43,22 @@ def parse_limits(text: str) -> dict[str, tuple[int, int]]:
                 None, None, "BRIDGE_RATE_LIMITS, e.g. status=2000:400,run=1000:200",
             ) from exc
     return limits
+
+
+def _endpoints_env() -> dict[str, dict[str, str]]:
+    text = os.environ.get("BRIDGE_ENDPOINTS", "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ValueError("not an object of objects")
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"BRIDGE_ENDPOINTS is not a JSON object of endpoint objects ({exc})", None, None,
+            'BRIDGE_ENDPOINTS, e.g. {"llm": {"endpoint_id": "abc123", "api_key_env": "LLM_KEY"}}',
+        ) from None
+    return value
 
 
 def default_redis_url() -> str:
@@ -79,6 +96,9 @@ class GatewaySettings:
     #: How long status polls keep failing transiently before the job's wait fails.
     poll_error_deadline: float = field(default_factory=lambda: env_float("BRIDGE_POLL_ERROR_DEADLINE", 300.0))
     rate_limits_env: str | None = field(default_factory=lambda: os.environ.get("BRIDGE_RATE_LIMITS"))
+    #: Named endpoints: ``{"name": {"endpoint_id", "base_url", "api_key_env"}}`` (JSON; every
+    #: field optional). ``api_key_env`` names an environment variable, never holds a key.
+    endpoints: dict[str, dict[str, str]] = field(default_factory=lambda: _endpoints_env())
 
     def limits_for(self, base_url: str) -> dict[str, tuple[int, int]]:
         """The budget for an endpoint at ``base_url``: explicit setting, else RunPod's, else none."""

@@ -7,6 +7,7 @@ happens). API keys are resolved here, in the worker, from its settings.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import aiohttp
@@ -46,14 +47,35 @@ class Transport:
             self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
         return self._session
 
-    def endpoint(self, endpoint_id: str, base_url: str | None = None) -> EndpointHandle:
-        handle = self._endpoints.get((endpoint_id, base_url))
+    def endpoint(self, name: str, base_url: str | None = None) -> EndpointHandle:
+        """The handle for endpoint ``name``: a plain endpoint id, or a named endpoint from
+        ``BRIDGE_ENDPOINTS`` or a plugin (its own id, base URL and API key variable)."""
+        handle = self._endpoints.get((name, base_url))
         if handle is None:
-            wire = Wire(endpoint_id, None, base_url)
-            budget = Budget(self.redis, self.settings.limits_for(wire.base_url), endpoint_id)
+            named = self._named(name)
+            api_key_env = named.get("api_key_env")
+            api_key = os.environ.get(api_key_env) if api_key_env else None
+            if api_key_env and not api_key:
+                raise errors.ConfigurationError(
+                    f"endpoint {name!r} reads its API key from {api_key_env}, which is not set",
+                    None, name, f"set {api_key_env} in the worker's environment",
+                )
+            wire = Wire(named.get("endpoint_id") or name, api_key, named.get("base_url") or base_url)
+            budget = Budget(self.redis, self.settings.limits_for(wire.base_url), wire.endpoint_id)
             handle = EndpointHandle(wire, budget)
-            self._endpoints[(endpoint_id, base_url)] = handle
+            self._endpoints[(name, base_url)] = handle
         return handle
+
+    def _named(self, name: str) -> dict[str, str]:
+        if name in self.settings.endpoints:
+            return self.settings.endpoints[name]
+        from bridge.hooks import Hooks
+
+        spec = Hooks.from_settings().endpoints().get(name) if name else None
+        if spec is None:
+            return {}
+        return {k: v for k, v in (("endpoint_id", spec.endpoint_id), ("base_url", spec.base_url),
+                                  ("api_key_env", spec.api_key_env)) if v}
 
     async def call(self, handle: EndpointHandle, call: Call) -> dict[str, Any]:
         """Send one request inside the endpoint's budget; the answer or a bridge error."""
