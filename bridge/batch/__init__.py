@@ -92,10 +92,11 @@ def batch(
     from bridge.batch.admission import Rate
 
     options.run_rate = Rate.parse(rate) if rate is not None else None
+    total = len(inputs) if isinstance(inputs, Sized) else None
     if app is not None:
         from bridge.batch.celery import CeleryBatch
 
-        return CeleryBatch(app, batch_id or uuid.uuid4().hex[:16], endpoint_id, inputs, options)
+        return CeleryBatch(app, batch_id or uuid.uuid4().hex[:16], endpoint_id, inputs, options, total=total)
 
     from bridge.batch.local import LocalBatch
 
@@ -105,7 +106,6 @@ def batch(
         os.close(fd)
     store, batch_id = open_journal(journal, batch_id, endpoint_id)
     waiter = webhooks.waiter() if webhooks is not None else None
-    total = len(inputs) if isinstance(inputs, Sized) else None
     handle = LocalBatch(batch_id, endpoint_id, inputs, store, options, waiter=waiter, total=total)
     if owns_temp:
         handle.temp_journal = journal  # type: ignore[attr-defined]

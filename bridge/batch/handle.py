@@ -141,11 +141,11 @@ class BatchHandle:
         seq = 0
         while True:
             ended = self.done  # read before the store: a batch that ends now is drained below
-            page = self.store.completed_since(seq)
-            for _, item in page:
+            new_seq, page = self.store.completed_since(seq)
+            for item in page:
                 yield Result.from_item(item, item.index)
-            if page:
-                seq = page[-1][0]
+            if new_seq != seq:
+                seq = new_seq
                 continue
             if ended:
                 self.wait(0)

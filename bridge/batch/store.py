@@ -56,7 +56,9 @@ class Store(Protocol):
     def cancelled(self, index: int, attempt: int, job_id: str | None) -> None: ...
     def get(self, index: int) -> Item | None: ...
     def items(self, start: int = 0) -> Iterator[Item]: ...
-    def completed_since(self, seq: int, limit: int = 1000) -> list[tuple[int, Item]]: ...
+    def completed_since(self, seq: int, limit: int = 1000) -> tuple[int, list[Item]]:
+        """Items finished after position ``seq`` of the completion order, and the new position."""
+        ...
     def counts(self) -> dict[str, int]: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
@@ -183,13 +185,13 @@ class SqliteStore:
                 yield self._item(row)
             last = int(rows[-1][0])
 
-    def completed_since(self, seq: int, limit: int = 1000) -> list[tuple[int, Item]]:
+    def completed_since(self, seq: int, limit: int = 1000) -> tuple[int, list[Item]]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT idx, state, attempt, job_id, result, seq FROM items WHERE seq > ? ORDER BY seq LIMIT ?",
                 (seq, limit),
             ).fetchall()
-        return [(int(row[5]), self._item(row)) for row in rows]
+        return (int(rows[-1][5]) if rows else seq), [self._item(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -112,7 +112,7 @@ def batch_command(
     app_path: str | None, progress_interval: float, base_url: str | None,
 ) -> None:
     """Run ENDPOINT over every line of INPUT.jsonl; resumable, with progress."""
-    from bridge.batch import batch, open_journal
+    from bridge.batch import open_journal
     from bridge.batch.admission import Rate
     from bridge.batch.progress import Display, print_summary
 
@@ -120,18 +120,21 @@ def batch_command(
     policy_obj = _json_option(policy, "--policy")
     app = _celery_app(use_celery, broker, app_path)
     started = time.monotonic()
+    from bridge.batch.engine import Options
+
+    options = Options(concurrency=concurrency or int(os.environ.get("BRIDGE_BATCH_CONCURRENCY", 200)),
+                      max_queue_depth=max_queue_depth, run_rate=Rate.parse(rate) if rate else None,
+                      policy=policy_obj, base_url=base_url)
+    handle: Any
     if app is not None:
-        handle = batch(read_inputs(input_path), endpoint_id, concurrency=concurrency,
-                       max_queue_depth=max_queue_depth, rate=rate, policy=policy_obj, batch_id=batch_id,
-                       app=app, base_url=base_url)
+        from bridge.batch.celery import CeleryBatch
+
+        # The journal is the batch's Redis store, keyed by the same deterministic batch id.
+        handle = CeleryBatch(app, batch_id, endpoint_id, read_inputs(input_path), options, total=total)
     else:
-        from bridge.batch.engine import Options
         from bridge.batch.local import LocalBatch
 
         store, batch_id = open_journal(journal or f"{output}.journal", batch_id, endpoint_id)
-        options = Options(concurrency=concurrency or int(os.environ.get("BRIDGE_BATCH_CONCURRENCY", 200)),
-                          max_queue_depth=max_queue_depth, run_rate=Rate.parse(rate) if rate else None,
-                          policy=policy_obj, base_url=base_url)
         handle = LocalBatch(batch_id, endpoint_id, read_inputs(input_path), store, options, total=total)
     display = Display(total, batch_id, interval=progress_interval, tty=sys.stdout.isatty())
     interrupted = False

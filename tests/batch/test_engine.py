@@ -1,0 +1,87 @@
+"""The in-process batch API: progress, results as they complete, cancel, journal resume, pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bridge.batch import batch
+from bridge.batch.admission import Gate, Pacer, Rate
+from bridge.batch.store import SqliteStore
+
+from .conftest import flaky_handler, is_failing, slow_handler, wait_until
+
+
+def test_results_as_they_complete_and_in_order(local_endpoint, tmp_path):
+    ep = local_endpoint(flaky_handler, endpoint_id="ep")
+    handle = batch([{"x": i} for i in range(100)], "ep", base_url=ep.base_url, concurrency=10,
+                   journal=str(tmp_path / "j.sqlite"))
+    streamed = list(handle.as_completed(timeout=30))
+    assert sorted(r.index for r in streamed) == list(range(100))
+    ordered = handle.results()
+    assert [r.index for r in ordered] == list(range(100))
+    assert all(r.output == {"y": 2 * r.index} for r in ordered if not is_failing(r.index))
+    assert [f.index for f in handle.failures()] == [i for i in range(100) if is_failing(i)]
+    assert handle.failures()[0].error["error"]["error_message"] == "input 7 is bad"
+    p = handle.progress()
+    assert (p.total, p.done, p.failed, p.in_flight) == (100, 95, 5, 0)
+    handle.close()
+
+    # Same journal again: nothing is submitted, every result is there.
+    before = ep.submissions()
+    again = batch([{"x": i} for i in range(100)], "ep", base_url=ep.base_url, journal=str(tmp_path / "j.sqlite"))
+    assert [r.status for r in again.results(timeout=30)] == [r.status for r in ordered]
+    assert ep.submissions() == before
+
+
+def test_cancel_cancels_every_remote_job_and_resume_uses_fresh_keys(local_endpoint, tmp_path):
+    ep = local_endpoint(slow_handler, endpoint_id="slow")
+    journal = str(tmp_path / "j.sqlite")
+    handle = batch([{"x": i} for i in range(25)], "slow", base_url=ep.base_url, concurrency=8, journal=journal)
+    wait_until(lambda: ep.health()["jobs"]["inProgress"] == 8, 30, "8 jobs running")
+    handle.cancel(timeout=30)
+    results = handle.results()
+    cancelled = [r for r in results if r.status == "CANCELLED"]
+    assert len(cancelled) == 8 and ep.submissions() == 8
+    assert all(ep.job_state(r.job_id)["status"] == "CANCELLED" for r in cancelled)
+    assert handle.failures() == []  # cancelled with the batch is not a failure
+    handle.close()
+
+    store = SqliteStore(journal)
+    assert {store.get(r.index).attempt for r in cancelled} == {1}  # next try: a fresh key
+    store.close()
+
+
+def test_pacer_never_exceeds_its_window():
+    async def run() -> list[float]:
+        pacer = Pacer(Rate(5, 0.2), margin=0.0)
+        sent = []
+        for _ in range(17):
+            await pacer.acquire()
+            sent.append(time.monotonic())
+        return sent
+
+    sent = asyncio.run(run())
+    for i in range(len(sent) - 5):
+        assert sent[i + 5] - sent[i] >= 0.2 - 1e-3  # the 6th send is a full window after the 1st
+
+
+def test_gate_bounds_in_flight_and_queue_depth():
+    async def run() -> tuple[bool, bool]:
+        gate = Gate(4, max_queue_depth=2)
+        await gate.enter(0)
+        await gate.enter(1)
+        blocked = asyncio.ensure_future(gate.enter(2))
+        await asyncio.sleep(0)
+        first = blocked.done()  # 2 queued: no room although 4 may be in flight
+        await gate.started(0)  # job 0 left the remote queue
+        await asyncio.wait_for(blocked, 1)
+        return first, blocked.done()
+
+    assert asyncio.run(run()) == (False, True)
+
+
+def test_rate_parsing():
+    assert Rate.parse("1000/10s") == Rate(1000, 10.0)
+    assert Rate.parse((5, 1)) == Rate(5, 1.0)
+    assert Rate.parse("off") is None
