@@ -32,6 +32,10 @@ _EXPORTS: dict[str, str] = {
     # celery
     "install": "bridge.worker",
     "cancel_task": "bridge.gateway",
+    # batch and streams
+    "batch": "bridge.batch",
+    "read_stream": "bridge.streams",
+    "aread_stream": "bridge.streams",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "api_key", "endpoint_url_base"])

@@ -16,7 +16,9 @@ a :class:`~bridge.batch.handle.BatchHandle`::
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import types
 import uuid
 from collections.abc import Iterable, Sized
 from typing import Any
@@ -110,3 +112,15 @@ def batch(
     if owns_temp:
         handle.temp_journal = journal  # type: ignore[attr-defined]
     return handle
+
+
+class _CallableModule(types.ModuleType):
+    """``bridge.batch`` is both this package and the function: importing the package makes
+    Python bind ``bridge.batch`` to the module, so the module itself must be callable for
+    ``bridge.batch(inputs, endpoint_id)`` to keep working."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> BatchHandle:
+        return batch(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import bridge
+import bridge.batch
 from bridge.batch import batch
 from bridge.batch.admission import Gate, Pacer, Rate
 from bridge.batch.store import SqliteStore
@@ -14,7 +16,7 @@ from .conftest import flaky_handler, is_failing, slow_handler, wait_until
 
 def test_results_as_they_complete_and_in_order(local_endpoint, tmp_path):
     ep = local_endpoint(flaky_handler, endpoint_id="ep")
-    handle = batch([{"x": i} for i in range(100)], "ep", base_url=ep.base_url, concurrency=10,
+    handle = bridge.batch([{"x": i} for i in range(100)], "ep", base_url=ep.base_url, concurrency=10,
                    journal=str(tmp_path / "j.sqlite"))
     streamed = list(handle.as_completed(timeout=30))
     assert sorted(r.index for r in streamed) == list(range(100))
