@@ -347,7 +347,13 @@ class Hooks:
     async def _apipeline(self, hook: str, impls: tuple[_Impl, ...], ctx: JobContext, value: Any) -> Any:
         self._bind(ctx)
         for impl in impls:
-            result = await self._acall_transform(hook, impl, ctx, value)
+            # inlined rather than awaiting _acall_transform: one coroutine less per plugin
+            try:
+                result = impl.call(ctx, value)
+                if impl.is_async:
+                    result = await result
+            except Exception as exc:
+                raise _plugin_error(hook, impl.plugin, ctx, exc) from exc
             if result is not None:
                 value = result
         return value
