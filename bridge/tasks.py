@@ -43,6 +43,15 @@ class BridgeTask(Task):
     track_started = False  # STARTED is written by the task itself, after the REVOKED check
     max_retries = None
 
+    def apply_async(self, args: Any = None, kwargs: Any = None, *a: Any, **kw: Any) -> Any:
+        first = args[0] if args else None
+        if self.name in JOB_TASKS and isinstance(first, dict) and "s3Config" in first:
+            raise errors.InvalidRequest(
+                "s3Config must not travel in task arguments (they are stored and logged)",
+                None, None, "set BRIDGE_S3_CONFIG in the worker's environment instead",
+            )
+        return super().apply_async(args, kwargs, *a, **kw)
+
 
 def _expires_at(request: Any) -> float | None:
     value = getattr(request, "expires", None)

@@ -157,20 +157,26 @@ def _on_child_init(**_: Any) -> None:
     get_gateway().set_handoff_key(os.environ.get("BRIDGE_HANDOFF_KEY"))
 
 
-def _reject_secret_args(sender: Any = None, body: Any = None, headers: Any = None, **_: Any) -> None:
-    """Refuse, in the producer, bridge tasks whose arguments carry s3Config credentials."""
-    from bridge import errors
+S3_REMOVED = "<removed by bridge: s3Config must come from BRIDGE_S3_CONFIG in the worker>"
+
+
+def _strip_secret_args(sender: Any = None, body: Any = None, headers: Any = None, **_: Any) -> None:
+    """In the producer, before a bridge task is published: replace an ``s3Config`` in the
+    input with a marker, so credentials never reach the broker, the backend or logs; the
+    task then fails with InvalidRequest. (Celery swallows exceptions from this signal, so
+    it cannot refuse; ``BridgeTask.apply_async`` refuses outright.)"""
     from bridge.tasks import JOB_TASKS
 
     if (headers or {}).get("task") not in JOB_TASKS or not isinstance(body, (list, tuple)) or not body:
         return
-    args = body[0] if body else ()
-    first = args[0] if args else None
+    args = body[0]
+    first = args[0] if isinstance(args, (list, tuple)) and args else None
     if isinstance(first, dict) and "s3Config" in first:
-        raise errors.InvalidRequest(
-            "s3Config must not travel in task arguments (they are stored and logged)",
-            None, None, "set BRIDGE_S3_CONFIG in the worker's environment instead",
-        )
+        first["s3Config"] = S3_REMOVED
+        if headers is not None and "argsrepr" in headers:
+            from celery.utils.saferepr import saferepr
+
+            headers["argsrepr"] = saferepr(args)  # computed before this signal, with the secret
 
 
 def install(app: Celery) -> Celery:
@@ -188,7 +194,7 @@ def install(app: Celery) -> Celery:
         signals.task_revoked.connect(_on_task_revoked, weak=False)
         signals.worker_shutting_down.connect(_on_shutting_down, weak=False)
         signals.worker_process_init.connect(_on_child_init, weak=False)
-        signals.before_task_publish.connect(_reject_secret_args, weak=False)
+        signals.before_task_publish.connect(_strip_secret_args, weak=False)
         _installed_signals = True
     try:
         from bridge.hooks import Hooks

@@ -186,9 +186,10 @@ class Gateway:
             return output
         self._check_input(spec, payload)
         if runsync_wait is not None:
-            call = handle.wire.runsync(payload, runsync_wait, spec.webhook, spec.policy, None, spec.task_id)
+            call = handle.wire.runsync(payload, runsync_wait, spec.webhook, spec.policy, self.settings.s3_config,
+                                      spec.task_id)
         else:
-            call = handle.wire.run(payload, spec.webhook, spec.policy, None, spec.task_id)
+            call = handle.wire.run(payload, spec.webhook, spec.policy, self.settings.s3_config, spec.task_id)
         sink = self._stream_sink(spec.task_id, ctx) if stream else None
         aggregate: list[Any] | None = [] if stream else None
         job_id, body = await self._submit(spec, handle, call)

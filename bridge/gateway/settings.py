@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from bridge.config import env_float, env_int, is_runpod_api
 from bridge.errors import ConfigurationError
@@ -61,6 +62,16 @@ def _endpoints_env() -> dict[str, dict[str, str]]:
     return value
 
 
+def _json_env(name: str) -> Any:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ConfigurationError(f"{name} is not valid JSON", None, None, name) from None
+
+
 def default_redis_url() -> str:
     """``BRIDGE_REDIS_URL``, else the result backend's or broker's Redis, else localhost."""
     for name in ("BRIDGE_REDIS_URL", "CELERY_RESULT_BACKEND", "CELERY_BROKER_URL"):
@@ -99,6 +110,9 @@ class GatewaySettings:
     #: Named endpoints: ``{"name": {"endpoint_id", "base_url", "api_key_env"}}`` (JSON; every
     #: field optional). ``api_key_env`` names an environment variable, never holds a key.
     endpoints: dict[str, dict[str, str]] = field(default_factory=lambda: _endpoints_env())
+    #: ``s3Config`` sent with every job (JSON), read in the worker so credentials never
+    #: travel in task arguments.
+    s3_config: dict[str, Any] | None = field(default_factory=lambda: _json_env("BRIDGE_S3_CONFIG"))
 
     def limits_for(self, base_url: str) -> dict[str, tuple[int, int]]:
         """The budget for an endpoint at ``base_url``: explicit setting, else RunPod's, else none."""

@@ -7,6 +7,7 @@ with a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -43,7 +44,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
 
 def serve_examples(**kwargs: Any) -> LocalEndpoint:
     """One local endpoint server with the example handlers as endpoints."""
-    ep = LocalEndpoint(f"{HANDLERS}:sleep", endpoint_id="sleep", workers=500, **kwargs)
+    ep = LocalEndpoint(f"{HANDLERS}:sleep", endpoint_id="sleep", workers=500, api_key=API_KEY, **kwargs)
     ep.add_endpoint("echo", f"{HANDLERS}:aecho", workers=500)
     ep.add_endpoint("fail", f"{HANDLERS}:fail")
     ep.add_endpoint("stream", f"{HANDLERS}:astream_tokens", workers=50)
@@ -92,7 +93,11 @@ def make_app(url: str, name: str = "bridge-tests", **conf: Any) -> Celery:
     return app
 
 
+API_KEY = "rpa_GOODKEY0123456789abcdef"
+WRONG_KEY = "rpa_WRONGKEY9876543210fedcba"
+
 GATEWAY_ENV = {
+    "RUNPOD_API_KEY": API_KEY,
     "BRIDGE_SUBMIT_ATTEMPTS": "3",
     "BRIDGE_POLL_ERROR_DEADLINE": "30",
     "BRIDGE_LONG_POLL": "5",
@@ -119,7 +124,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [CELERY, "-A", "bridge.app", "worker", "-l", "INFO", "-n", self.name, "--without-mingle",
              "--without-gossip"],
-            cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
@@ -149,3 +154,46 @@ class WorkerProcess:
                 self.proc.wait(10)
         self.log.close()
         return self.proc.returncode
+
+
+class GarbageServer:
+    """An endpoint that accepts /run and then answers every status with HTML (an edge the
+    local endpoint cannot produce): the job id must survive on the error and the journal."""
+
+    JOB_ID = "garbage-job-1"
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        job_id = self.JOB_ID
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _send(self, body: bytes, ctype: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self._send(json.dumps({"id": job_id, "status": "IN_QUEUE"}).encode(), "application/json")
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send(b"<html>502 upstream oops</html>", "text/html")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v2"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -4,14 +4,23 @@ subprocesses."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 from celery.contrib.testing.worker import start_worker
-from celery_helpers import GATEWAY_ENV, Stack, WorkerProcess, make_app, serve_examples
+from celery_helpers import (
+    GATEWAY_ENV,
+    WRONG_KEY,
+    GarbageServer,
+    Stack,
+    WorkerProcess,
+    make_app,
+    serve_examples,
+)
 
-from bridge.embedded_redis import EmbeddedRedis
+from bridge.embedded_redis import EmbeddedRedis, free_port
 from bridge.gateway.core import reset_gateway
 
 
@@ -21,8 +30,15 @@ def stack(redis_server: EmbeddedRedis) -> Iterator[Stack]:
     url = f"redis://127.0.0.1:{redis_server.port}/3"
     client = redis.Redis.from_url(url)
     client.flushdb()
+    garbage = GarbageServer()
+    named = {
+        "badkey": {"endpoint_id": "echo", "api_key_env": "BRIDGE_TEST_WRONG_KEY"},
+        "down": {"endpoint_id": "echo", "base_url": f"http://127.0.0.1:{free_port()}/v2"},
+        "garbage": {"base_url": garbage.base_url},
+    }
     with serve_examples() as ep, pytest.MonkeyPatch.context() as mp:
-        for key, value in {**GATEWAY_ENV, "BRIDGE_REDIS_URL": url,
+        for key, value in {**GATEWAY_ENV, "BRIDGE_REDIS_URL": url, "BRIDGE_TEST_WRONG_KEY": WRONG_KEY,
+                           "BRIDGE_ENDPOINTS": json.dumps(named),
                            "RUNPOD_ENDPOINT_BASE_URL": ep.base_url}.items():
             mp.setenv(key, value)
         reset_gateway()
@@ -31,6 +47,7 @@ def stack(redis_server: EmbeddedRedis) -> Iterator[Stack]:
                           loglevel="WARNING", shutdown_timeout=15):
             yield Stack(app, ep, url, client)
         reset_gateway()
+    garbage.close()
     client.close()
 
 
