@@ -17,19 +17,26 @@ settings) in the producer, in the worker before the pool forks, and in the local
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import pluggy
 
-from bridge import hookspecs
-from bridge.errors import BridgeError, ConfigurationError, JobRejected, scrub
+from bridge._hookcall import (
+    Impl,
+    close_loops,
+    collect,
+    hook_names,
+    hook_of,
+    log_observer_error,
+    plugin_error,
+)
+from bridge.errors import BridgeError, ConfigurationError, scrub
 
 __all__ = ["EVENTS", "EndpointSpec", "Hooks", "JobContext"]
 
@@ -79,22 +86,7 @@ class EndpointSpec:
     plugin: str = ""
 
 
-class _Impl(NamedTuple):
-    plugin: str
-    call: Callable[..., Any]  # takes the hook's spec arguments positionally, in spec order
-    function: Callable[..., Any]
-    argnames: tuple[str, ...]
-    is_async: bool
-
-
 _MISS: tuple[bool, Any] = (False, None)
-_TRANSFORM_SPECS = {
-    "bridge_transform_input": ("ctx", "input"),
-    "bridge_lookup": ("ctx", "input"),
-    "bridge_transform_output": ("ctx", "output"),
-    "bridge_transform_chunk": ("ctx", "chunk"),
-    "bridge_redact": ("ctx", "value"),
-}
 _cache_lock = threading.Lock()
 _from_settings_cache: dict[tuple[tuple[str, str], ...], Hooks] = {}
 
@@ -106,9 +98,9 @@ class Hooks:
         self.pm = pm
         #: plugin name → options, as given to each plugin (``JobContext.options``).
         self.options: Mapping[str, Mapping[str, Any]] = getattr(pm, "options", None) or {}
-        self._impls: dict[str, tuple[_Impl, ...]] = {}
-        for name in _hook_names():
-            self._impls[name] = _collect(pm, name) if pm is not None else ()
+        self._impls: dict[str, tuple[Impl, ...]] = {}
+        for name in hook_names():
+            self._impls[name] = collect(pm, name) if pm is not None else ()
         self._input = self._impls["bridge_transform_input"]
         self._lookup = self._impls["bridge_lookup"]
         self._output = self._impls["bridge_transform_output"]
@@ -117,7 +109,7 @@ class Hooks:
         self._events = {event: self._impls[f"bridge_on_{event}"] for event in EVENTS}
         self._loops = threading.local()
         self._all_loops: list[asyncio.AbstractEventLoop] = []
-        weakref.finalize(self, _close_loops, self._all_loops)
+        weakref.finalize(self, close_loops, self._all_loops)
 
     # ---------------------------------------------------------------- construction
 
@@ -151,7 +143,7 @@ class Hooks:
 
     def close(self) -> None:
         """Close the private event loops used to run async implementations from sync code."""
-        _close_loops(self._all_loops)
+        close_loops(self._all_loops)
 
     def context(self, endpoint_id: str, **fields: Any) -> JobContext:
         """A :class:`JobContext` carrying this ``Hooks``' plugin options."""
@@ -255,9 +247,7 @@ class Hooks:
     def notify(self, event: str, ctx: JobContext, **data: Any) -> None:
         """Tell observers ``bridge_on_<event>`` what happened. A plugin's exception is logged
         with its name and swallowed. An unknown ``event`` is a bug in the caller: ValueError."""
-        impls = self._events.get(event)
-        if impls is None:
-            raise ValueError(f"unknown hook event {event!r}; known: {', '.join(EVENTS)}")
+        impls = self._observers(event)
         if not impls:
             return
         self._bind(ctx)
@@ -268,12 +258,10 @@ class Hooks:
                 if impl.is_async:
                     self._run_coroutine(impl, result)
             except Exception:
-                logger.warning("plugin %r failed in bridge_on_%s (ignored)", impl.plugin, event, exc_info=True)
+                log_observer_error(impl, event)
 
     async def anotify(self, event: str, ctx: JobContext, **data: Any) -> None:
-        impls = self._events.get(event)
-        if impls is None:
-            raise ValueError(f"unknown hook event {event!r}; known: {', '.join(EVENTS)}")
+        impls = self._observers(event)
         if not impls:
             return
         self._bind(ctx)
@@ -284,7 +272,13 @@ class Hooks:
                 if impl.is_async:
                     await result
             except Exception:
-                logger.warning("plugin %r failed in bridge_on_%s (ignored)", impl.plugin, event, exc_info=True)
+                log_observer_error(impl, event)
+
+    def _observers(self, event: str) -> tuple[Impl, ...]:
+        impls = self._events.get(event)
+        if impls is None:
+            raise ValueError(f"unknown hook event {event!r}; known: {', '.join(EVENTS)}")
+        return impls
 
     # ---------------------------------------------------------------- registration
 
@@ -336,7 +330,7 @@ class Hooks:
         if not ctx.options and self.options:
             ctx.options = self.options
 
-    def _pipeline(self, hook: str, impls: tuple[_Impl, ...], ctx: JobContext, value: Any) -> Any:
+    def _pipeline(self, hook: str, impls: tuple[Impl, ...], ctx: JobContext, value: Any) -> Any:
         self._bind(ctx)
         for impl in impls:
             result = self._call_transform(hook, impl, ctx, value)
@@ -344,7 +338,7 @@ class Hooks:
                 value = result
         return value
 
-    async def _apipeline(self, hook: str, impls: tuple[_Impl, ...], ctx: JobContext, value: Any) -> Any:
+    async def _apipeline(self, hook: str, impls: tuple[Impl, ...], ctx: JobContext, value: Any) -> Any:
         self._bind(ctx)
         for impl in impls:
             # inlined rather than awaiting _acall_transform: one coroutine less per plugin
@@ -353,30 +347,30 @@ class Hooks:
                 if impl.is_async:
                     result = await result
             except Exception as exc:
-                raise _plugin_error(hook, impl.plugin, ctx, exc) from exc
+                raise plugin_error(hook, impl.plugin, ctx, exc) from exc
             if result is not None:
                 value = result
         return value
 
-    def _call_transform(self, hook: str, impl: _Impl, ctx: JobContext, value: Any) -> Any:
+    def _call_transform(self, hook: str, impl: Impl, ctx: JobContext, value: Any) -> Any:
         try:
             result = impl.call(ctx, value)
             if impl.is_async:
                 result = self._run_coroutine(impl, result)
             return result
         except Exception as exc:
-            raise _plugin_error(hook, impl.plugin, ctx, exc) from exc
+            raise plugin_error(hook, impl.plugin, ctx, exc) from exc
 
-    async def _acall_transform(self, hook: str, impl: _Impl, ctx: JobContext, value: Any) -> Any:
+    async def _acall_transform(self, hook: str, impl: Impl, ctx: JobContext, value: Any) -> Any:
         try:
             result = impl.call(ctx, value)
             if impl.is_async:
                 result = await result
             return result
         except Exception as exc:
-            raise _plugin_error(hook, impl.plugin, ctx, exc) from exc
+            raise plugin_error(hook, impl.plugin, ctx, exc) from exc
 
-    def _call_registration(self, impl: _Impl, kwargs: dict[str, Any]) -> Any:
+    def _call_registration(self, impl: Impl, kwargs: dict[str, Any]) -> Any:
         try:
             result = impl.function(*[kwargs[name] for name in impl.argnames])
             if impl.is_async:
@@ -386,11 +380,11 @@ class Hooks:
             raise
         except Exception as exc:
             raise ConfigurationError(
-                f"plugin {impl.plugin!r} failed in {_hook_of(impl)}: {type(exc).__name__}: {scrub(str(exc))}",
+                f"plugin {impl.plugin!r} failed in {hook_of(impl)}: {type(exc).__name__}: {scrub(str(exc))}",
                 None, None, "the plugin's options, or disable it with BRIDGE_DISABLE_PLUGINS",
             ) from exc
 
-    def _run_coroutine(self, impl: _Impl, coro: Any) -> Any:
+    def _run_coroutine(self, impl: Impl, coro: Any) -> Any:
         """Run an async implementation from sync code on this thread's private loop."""
         try:
             asyncio.get_running_loop()
@@ -408,78 +402,3 @@ class Hooks:
             self._loops.loop = loop
             self._all_loops.append(loop)
         return loop.run_until_complete(coro)
-
-
-def _close_loops(loops: list[asyncio.AbstractEventLoop]) -> None:
-    while loops:
-        loop = loops.pop()
-        if not loop.is_running():
-            loop.close()
-
-
-def _plugin_error(hook: str, plugin: str, ctx: JobContext, exc: Exception) -> BridgeError:
-    """Name the plugin in whatever it raised; a failing input transform rejects the job."""
-    if isinstance(exc, BridgeError):
-        if plugin in exc.message:
-            return exc
-        # Same class and fields, message prefixed with the plugin, so a veto says who vetoed.
-        args = list(exc.args)
-        args[0] = f"plugin {plugin!r}: {exc.message}"
-        args[1] = exc.job_id or ctx.job_id
-        args[2] = exc.endpoint_id or ctx.endpoint_id
-        try:
-            return type(exc)(*args)
-        except Exception:
-            return exc
-    text = f"plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {scrub(str(exc))}"
-    hint = "the plugin's options and logs, or disable it with BRIDGE_DISABLE_PLUGINS"
-    if hook == "bridge_transform_input":
-        return JobRejected(text, ctx.job_id, ctx.endpoint_id, hint)
-    return BridgeError(text, ctx.job_id, ctx.endpoint_id, hint)
-
-
-def _hook_names() -> list[str]:
-    return [name for name in dir(hookspecs) if name.startswith("bridge_")]
-
-
-def _hook_of(impl: _Impl) -> str:
-    return getattr(impl.function, "__name__", "a hook")
-
-
-def _collect(pm: pluggy.PluginManager, name: str) -> tuple[_Impl, ...]:
-    caller = getattr(pm.hook, name, None)
-    if caller is None:
-        return ()
-    spec_args = _TRANSFORM_SPECS.get(name)
-    impls = []
-    # get_hookimpls() is in reverse call order (pluggy calls reversed(...)): trylast first.
-    for hookimpl in reversed(caller.get_hookimpls()):
-        if hookimpl.wrapper or hookimpl.hookwrapper:
-            raise ConfigurationError(
-                f"plugin {hookimpl.plugin_name!r} implements {name} as a wrapper, which bridge does not run",
-                None, None, "use tryfirst/trylast to order pipeline steps instead of wrapper=True",
-            )
-        function = hookimpl.function
-        argnames = tuple(hookimpl.argnames) + tuple(hookimpl.kwargnames)
-        impls.append(_Impl(
-            hookimpl.plugin_name,
-            _adapter(function, argnames, spec_args) if spec_args else function,
-            function,
-            argnames,
-            inspect.iscoroutinefunction(function),
-        ))
-    return tuple(impls)
-
-
-def _adapter(function: Callable[..., Any], argnames: tuple[str, ...], spec: tuple[str, ...]) -> Callable[..., Any]:
-    """A callable taking the spec's arguments positionally, for impls that take a subset."""
-    if argnames == spec:
-        return function
-    if argnames == spec[1:]:
-        return lambda ctx, value: function(value)
-    if argnames == spec[:1]:
-        return lambda ctx, value: function(ctx)
-    if not argnames:
-        return lambda ctx, value: function()
-    index = [spec.index(name) for name in argnames]
-    return lambda *values: function(*[values[i] for i in index])
