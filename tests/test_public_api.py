@@ -1,0 +1,26 @@
+"""The public surface is a tested artifact: every name in ``bridge.__all__`` resolves."""
+
+from __future__ import annotations
+
+import bridge
+
+
+def test_all_is_sorted_and_every_name_resolves() -> None:
+    assert bridge.__all__ == sorted(bridge.__all__)
+    for name in bridge.__all__:
+        assert hasattr(bridge, name), name
+
+
+def test_sdk_names_are_importable_from_bridge() -> None:
+    from bridge import AsyncioEndpoint, AsyncioJob, Endpoint, Job  # noqa: F401
+
+    assert bridge.api_key is None or isinstance(bridge.api_key, str)
+
+
+def test_unknown_attribute_raises_attribute_error() -> None:
+    try:
+        bridge.does_not_exist  # noqa: B018
+    except AttributeError as exc:
+        assert "does_not_exist" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
