@@ -77,6 +77,11 @@ HOSTS_KEY = web.AppKey("bridge_worker_hosts", dict)
 #: HTTP traffic: it only bounds how long a dead worker's poll can hold on to a new job.
 _SLICE = 0.5
 
+#: A stop signal is sent again (up to this many times, this many seconds apart) until the
+#: worker reports the job gone: a stop that reaches the SDK before it has registered the
+#: job's task (right after the take) is otherwise ignored by it.
+_STOP_DELIVERIES, _STOP_REDELIVER = 5, 1.0
+
 #: Delay before answering a worker request that failed authentication, so a misconfigured
 #: worker (which the SDK re-polls at once after an error) cannot spin.
 _AUTH_FAIL_DELAY = 1.0
@@ -96,7 +101,8 @@ class WorkerRecord:
     #: the endpoint already cancelled: a sync handler cannot be interrupted).
     reported: set[str] = field(default_factory=set)
     open_takes: int = 0
-    stop_ids: list[str] = field(default_factory=list)
+    #: Jobs this worker must stop: job id -> [next delivery time, deliveries left].
+    stop_pending: dict[str, list[float]] = field(default_factory=dict)
     stop_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     unhealthy: bool = False
     refreshing: bool = False
@@ -133,6 +139,7 @@ class WorkerHost:
         ping_interval: float = 10.0,
         lost_after: float | None = None,
         on_lost: Callable[[str], Any] | None = None,
+        on_refresh: Callable[[str], Any] | None = None,
         accept_unknown: bool = True,
     ) -> None:
         self.store = store
@@ -142,6 +149,9 @@ class WorkerHost:
         self.ping_interval = float(ping_interval)
         self.lost_after = float(lost_after) if lost_after is not None else 3 * self.ping_interval
         self.on_lost = on_lost
+        #: Called with a worker id after a job asked for ``refresh_worker`` (stopPod): the
+        #: platform, not the SDK, recycles the worker then.
+        self.on_refresh = on_refresh
         #: Whether a worker id we did not start may register itself on first contact (a
         #: worker run by hand or in a container, pointed at this endpoint with the token).
         self.accept_unknown = accept_unknown
@@ -239,7 +249,7 @@ class WorkerHost:
             if record.jobs.get(job.id) is job:
                 del record.jobs[job.id]
             if not record.retired:
-                record.stop_ids.append(job.id)
+                record.stop_pending[job.id] = [time.monotonic(), _STOP_DELIVERIES]
                 record.stop_wakeup.set()
 
         self.store.on_stop(job, on_stop)
@@ -272,9 +282,14 @@ class WorkerHost:
         """Wait up to ``hold`` for a job; then take up to ``batch_size`` that are ready."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.hold
+        if record.refreshing:
+            # Being recycled (SIGTERM is on its way): no more jobs. A short pause, so that a
+            # worker that has not seen the signal yet re-polls slowly rather than spins.
+            await asyncio.sleep(_SLICE)
+            return []
         record.open_takes += 1
         try:
-            while not (self.closing or record.retired or record.unhealthy):
+            while not (self.closing or record.retired or record.unhealthy or record.refreshing):
                 remaining = deadline - loop.time()
                 if remaining <= 0 or _gone(request):
                     return []
@@ -303,14 +318,30 @@ class WorkerHost:
 
     async def stop_signals(self, record: WorkerRecord) -> list[str]:
         """Wait up to ``hold`` for jobs this worker must stop."""
-        if not record.stop_ids and not (self.closing or record.retired):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.hold
+        while not (self.closing or record.retired or record.refreshing):
+            now = time.monotonic()
+            due = [job_id for job_id, (at, _left) in record.stop_pending.items() if at <= now]
+            if due:
+                for job_id in due:
+                    entry = record.stop_pending[job_id]
+                    entry[0], entry[1] = now + _STOP_REDELIVER, entry[1] - 1
+                    if entry[1] <= 0:
+                        del record.stop_pending[job_id]
+                return due
+            wait = deadline - loop.time()
+            if record.stop_pending:
+                wait = min(wait, min(at for at, _left in record.stop_pending.values()) - now)
+            if wait <= 0 and not record.stop_pending:
+                return []
             record.stop_wakeup.clear()
             try:
-                await asyncio.wait_for(record.stop_wakeup.wait(), self.hold)
+                await asyncio.wait_for(record.stop_wakeup.wait(), max(wait, 0.0))
             except asyncio.TimeoutError:
-                pass
-        ids, record.stop_ids = record.stop_ids, []
-        return ids
+                if loop.time() >= deadline:
+                    return []
+        return []
 
     def done(self, record: WorkerRecord, job_id: str, body: dict[str, Any]) -> str:
         """A job-done body: a progress update, or the job's result. Returns what happened."""
@@ -321,10 +352,15 @@ class WorkerHost:
             self.store.progress(job, body.get("output"))
             return "progress"
         record.reported.discard(job_id)
-        if body.get("stopPod"):
-            # refresh_worker: the SDK ends its loop after this job; the process exits and the
-            # supervisor starts a fresh one.
+        record.stop_pending.pop(job_id, None)
+        if body.get("stopPod") and not record.refreshing:
+            # refresh_worker: RunPod recycles the worker after this job (the SDK itself only
+            # exits when refresh_worker is in its start() config). The supervisor stops the
+            # process and starts a fresh one.
             record.refreshing = True
+            record.stop_wakeup.set()  # its open job-stop poll must not hold up its exit
+            if self.on_refresh is not None:
+                asyncio.get_running_loop().call_soon(self.on_refresh, record.worker_id)
         if job is None:
             return "dropped: result for a job this worker does not hold (cancelled, timed out or lost)"
         del record.jobs[job_id]
@@ -341,8 +377,13 @@ class WorkerHost:
         return "chunk"
 
     def ping(self, record: WorkerRecord, job_ids: str | None) -> None:
-        record.last_ping = time.monotonic()
+        now = time.monotonic()
+        record.last_ping = now
         record.reported = {j for j in (job_ids or "").split(",") if j}
+        for job_id, (at, left) in list(record.stop_pending.items()):
+            # Delivered at least once, some time ago, and the worker no longer runs it: done.
+            if left < _STOP_DELIVERIES and now - at > _STOP_REDELIVER and job_id not in record.reported:
+                del record.stop_pending[job_id]
 
 
 def worker_result(body: dict[str, Any]) -> tuple[Any, str | None]:

@@ -30,7 +30,9 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -120,12 +122,44 @@ def _describe_exit(code: int) -> str:
 
 
 class _Proc:
-    def __init__(self, worker_id: str, process: asyncio.subprocess.Process) -> None:
+    """One worker process, with a thread waiting for its exit and one forwarding its output.
+
+    Threads rather than asyncio's subprocess support: asyncio's ``Process.wait()`` also
+    waits for the output pipe to close, and the SDK's heartbeat child keeps it open after
+    the worker itself died.
+    """
+
+    def __init__(self, worker_id: str, process: subprocess.Popen[bytes], output: Callable[[str], Any],
+                 prefix: str, secret: str) -> None:
         self.worker_id = worker_id
         self.process = process
         self.started = time.monotonic()
         self.tail: deque[str] = deque(maxlen=20)
         self.killed_on_purpose = False
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int] = loop.create_future()
+
+        def settle(code: int) -> None:
+            if not self.exited.done():
+                self.exited.set_result(code)
+
+        def wait() -> None:
+            code = process.wait()
+            with contextlib.suppress(RuntimeError):  # the loop may be closed at interpreter exit
+                loop.call_soon_threadsafe(settle, code)
+
+        def pump() -> None:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                line = errors.scrub(raw.decode("utf-8", "replace").rstrip("\n"), secret)
+                self.tail.append(line)
+                output(prefix + line)
+            process.stdout.close()
+
+        name = f"bridge-worker-{worker_id}"
+        threading.Thread(target=wait, name=name + "-wait", daemon=True).start()
+        self.pump = threading.Thread(target=pump, name=name + "-output", daemon=True)
+        self.pump.start()
 
 
 class WorkerSupervisor:
@@ -158,6 +192,7 @@ class WorkerSupervisor:
         self._stopping = False
         self._slots: list[asyncio.Task[None]] = []
         host.on_lost = self.kill_lost
+        host.on_refresh = self.recycle
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -203,6 +238,16 @@ class WorkerSupervisor:
             os.kill(proc.process.pid, sig)
         return True
 
+    def recycle(self, worker_id: str) -> None:
+        """Stop a worker gracefully (after ``refresh_worker``); its slot starts a fresh one."""
+        proc = self.procs.get(worker_id)
+        if proc is None:
+            return
+        proc.killed_on_purpose = True
+        self._signal(proc, signal.SIGTERM)
+        # A worker that ignores SIGTERM is not left holding its slot.
+        asyncio.get_running_loop().call_later(self.stop_grace, self._signal, proc, signal.SIGKILL)
+
     def kill_lost(self, worker_id: str) -> None:
         """The host stopped hearing from this worker: kill its process group; it is restarted."""
         proc = self.procs.get(worker_id)
@@ -238,10 +283,9 @@ class WorkerSupervisor:
             env = worker_env(self.base_url, self.host.endpoint_id, worker_id, self.host.token,
                              ping_interval=self.host.ping_interval, base=self.env)
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *self.argv, cwd=self.cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
+                process = subprocess.Popen(
+                    self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                 )
             except OSError as exc:
                 self.host.retire(worker_id, "could not start")
@@ -253,17 +297,19 @@ class WorkerSupervisor:
             self.started_total += 1
             if generation > 1:
                 self.restarts += 1
-            proc = _Proc(worker_id, process)
+            proc = _Proc(worker_id, process, self.output, f"[{self.host.endpoint_id} {worker_id}] ",
+                         self.host.token)
             self.procs[worker_id] = proc
-            pump = asyncio.get_running_loop().create_task(self._pump(proc))
-            code = await process.wait()
-            # The heartbeat child (and anything else the worker started) goes with it.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(pump, 2.0)
-            pump.cancel()
-            del self.procs[worker_id]
+            try:
+                code = await asyncio.shield(proc.exited)
+            except asyncio.CancelledError:
+                self._signal(proc, signal.SIGKILL)
+                raise
+            finally:
+                # The heartbeat child (and anything else the worker started) goes with it.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                del self.procs[worker_id]
             how = _describe_exit(code)
             lost = self.host.retire(worker_id, how)
             if self._stopping:
@@ -291,19 +337,6 @@ class WorkerSupervisor:
             await asyncio.sleep(delay)
         finally:
             self.host.workers.pop(waiting, None)
-
-    async def _pump(self, proc: _Proc) -> None:
-        stream = proc.process.stdout
-        if stream is None:
-            return
-        prefix = f"[{self.host.endpoint_id} {proc.worker_id}] "
-        while True:
-            raw = await stream.readline()
-            if not raw:
-                return
-            line = errors.scrub(raw.decode("utf-8", "replace").rstrip("\n"), self.host.token)
-            proc.tail.append(line)
-            self.output(prefix + line)
 
 
 class WorkerRunner:
