@@ -1,10 +1,13 @@
 """Admission control for a batch: how fast jobs may be submitted and how many may wait.
 
 - :class:`Pacer` keeps submissions inside an endpoint's rate budget (RunPod: /run 1,000 per
-  10 s) with a *sliding window*: no window of ``per`` seconds ever holds more than ``limit``
-  sends. That satisfies a server that counts with fixed windows, sliding windows or a token
-  bucket of the same size, so a well-paced batch sees no 429 at all. A 429 that still comes
-  (another client shares the budget) pauses every sender for the Retry-After.
+  10 s). The default ``bucket`` pacing mirrors a token bucket of ``limit`` tokens refilled
+  over ``per`` seconds: a burst of ``limit``, then ``limit/per`` per second, which reaches the
+  rate bound ``(N - limit) / (limit/per)`` exactly. ``window`` pacing is stricter (no window
+  of ``per`` seconds ever holds more than ``limit`` sends), for servers that count in fixed or
+  sliding windows (setting BRIDGE_BATCH_PACING). Either way a 429 that still comes (another
+  client shares the budget, or the server counts differently) pauses every sender for the
+  Retry-After and the request is sent again.
 - :class:`Gate` bounds the jobs in flight (``concurrency``) and the jobs still queued at the
   endpoint (``max_queue_depth``), so a 100,000-input batch never floods the remote queue.
 """
@@ -72,19 +75,44 @@ def default_rate(route: str, base_url: str, explicit: str | tuple[int, float] | 
 
 
 class Pacer:
-    """Sliding-window pacing for one route; ``acquire()`` returns when a send is allowed.
+    """Pacing for one route; ``acquire()`` returns when a send is allowed.
 
+    ``mode``: ``"bucket"`` (default, BRIDGE_BATCH_PACING) or ``"window"``; for ``window``,
     ``margin`` seconds are added to the window so network jitter cannot push ``limit + 1``
     arrivals into one of the server's windows.
     """
 
-    def __init__(self, rate: Rate | None, *, margin: float = 0.05) -> None:
+    def __init__(self, rate: Rate | None, *, mode: str | None = None, margin: float = 0.05) -> None:
         self.rate = rate
+        self.mode = mode or os.environ.get("BRIDGE_BATCH_PACING", "bucket")
+        if self.mode not in ("bucket", "window"):
+            raise ConfigurationError(f"pacing {self.mode!r} is not 'bucket' or 'window'", None, None,
+                                     "BRIDGE_BATCH_PACING")
         self.window = (rate.per + margin) if rate else 0.0
         self._sent: collections.deque[float] = collections.deque()
+        self._tokens = float(rate.limit) if rate else 0.0
+        self._stamp = time.monotonic()
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
         self.throttled = 0  # 429s absorbed
+
+    def _wait_needed(self, now: float) -> float:
+        """0 after taking a send, else seconds until one may be available."""
+        assert self.rate is not None
+        if self.mode == "bucket":
+            refill = self.rate.limit / self.rate.per
+            self._tokens = min(float(self.rate.limit), self._tokens + (now - self._stamp) * refill)
+            self._stamp = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / refill
+        while self._sent and self._sent[0] <= now - self.window:
+            self._sent.popleft()
+        if len(self._sent) < self.rate.limit:
+            self._sent.append(now)
+            return 0.0
+        return self._sent[0] + self.window - now
 
     async def acquire(self) -> None:
         async with self._lock:  # FIFO: senders get their turn in arrival order
@@ -95,17 +123,16 @@ class Pacer:
                     continue
                 if self.rate is None:
                     return
-                while self._sent and self._sent[0] <= now - self.window:
-                    self._sent.popleft()
-                if len(self._sent) < self.rate.limit:
-                    self._sent.append(now)
+                wait = self._wait_needed(now)
+                if wait <= 0:
                     return
-                await asyncio.sleep(self._sent[0] + self.window - now)
+                await asyncio.sleep(wait)
 
     def penalize(self, seconds: float) -> None:
         """A 429 came back: hold every sender for ``seconds`` (the Retry-After, or a back-off)."""
         self.throttled += 1
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        self._tokens = 0.0  # the server's bucket is empty: start refilling from nothing
 
 
 class Gate:

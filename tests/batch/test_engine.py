@@ -56,7 +56,7 @@ def test_cancel_cancels_every_remote_job_and_resume_uses_fresh_keys(local_endpoi
 
 def test_pacer_never_exceeds_its_window():
     async def run() -> list[float]:
-        pacer = Pacer(Rate(5, 0.2), margin=0.0)
+        pacer = Pacer(Rate(5, 0.2), mode="window", margin=0.0)
         sent = []
         for _ in range(17):
             await pacer.acquire()
@@ -66,6 +66,22 @@ def test_pacer_never_exceeds_its_window():
     sent = asyncio.run(run())
     for i in range(len(sent) - 5):
         assert sent[i + 5] - sent[i] >= 0.2 - 1e-3  # the 6th send is a full window after the 1st
+
+
+def test_bucket_pacer_allows_a_burst_then_the_refill_rate():
+    async def run() -> list[float]:
+        pacer = Pacer(Rate(5, 0.25), mode="bucket")
+        sent = []
+        for _ in range(10):
+            await pacer.acquire()
+            sent.append(time.monotonic())
+        return sent
+
+    sent = asyncio.run(run())
+    # Never more than the bucket holds: 5 at once, plus 20/s refill since the first send.
+    for i, t in enumerate(sent):
+        assert i + 1 <= 5 + (t - sent[0]) * 20 + 1e-6
+    assert sent[-1] - sent[0] >= 5 / 20 - 0.01  # the 5 sends after the burst waited for refill
 
 
 def test_gate_bounds_in_flight_and_queue_depth():
