@@ -113,8 +113,14 @@ def measure(hooks: Hooks, loops: int, input: Any, output: Any, chunk: Any,
         for item in inputs:
             one_job(hooks, item, output)
 
-    def chunks() -> None:
+    def chunk_ctx() -> Any:
+        # a context that went through the input hooks, as a streaming job's has
         ctx = hooks.context("ep", task_id="t", job_id="job")
+        hooks.transform_input(ctx, inputs[0])
+        return ctx
+
+    def chunks() -> None:
+        ctx = chunk_ctx()
         for _ in range(loops):
             hooks.transform_chunk(ctx, chunk)
 
@@ -123,7 +129,7 @@ def measure(hooks: Hooks, loops: int, input: Any, output: Any, chunk: Any,
             await one_job_async(hooks, item, output)
 
     async def achunks() -> None:
-        ctx = hooks.context("ep", task_id="t", job_id="job")
+        ctx = chunk_ctx()
         for _ in range(loops):
             await hooks.atransform_chunk(ctx, chunk)
 
