@@ -30,7 +30,9 @@ class ServedEndpoint:
     """One endpoint: its options, its job store and the runner executing its jobs."""
 
     def __init__(self, endpoint_id: str, options: policies.EndpointOptions, store: JobStore,
-                 runner: HandlerRunner | None) -> None:
+                 runner: HandlerRunner | Any | None) -> None:
+        # runner: a HandlerRunner, a worker_procs.WorkerRunner (real runpod workers), or
+        # None when something outside the server drives the store.
         self.endpoint_id = endpoint_id
         self.options = options
         self.store = store
@@ -38,18 +40,22 @@ class ServedEndpoint:
 
     def health(self) -> dict[str, Any]:
         counters = self.store.counters
+        jobs = {
+            "completed": counters.completed,
+            "failed": counters.failed,
+            "inProgress": self.store.in_progress,
+            "inQueue": self.store.in_queue,
+            "retried": counters.retried,
+        }
+        worker_counts = getattr(self.runner, "worker_counts", None)
+        if worker_counts is not None:  # real worker processes report their own states
+            return {"jobs": jobs, "workers": dict(worker_counts())}
         workers = self.options.workers
         running = self.store.in_progress
         initializing = 1 if self.runner is not None and self.runner.initializing else 0
         idle = max(0, workers - running - initializing)
         return {
-            "jobs": {
-                "completed": counters.completed,
-                "failed": counters.failed,
-                "inProgress": running,
-                "inQueue": self.store.in_queue,
-                "retried": counters.retried,
-            },
+            "jobs": jobs,
             "workers": {
                 "idle": idle,
                 "running": min(running, workers),
@@ -63,7 +69,7 @@ class ServedEndpoint:
     def describe(self) -> dict[str, Any]:
         return {
             "options": asdict(self.options),
-            "handler_kind": self.runner.kind if self.runner is not None else None,
+            "handler_kind": getattr(self.runner, "kind", None),
             "submissions": self.store.counters.submitted,
         }
 
@@ -93,6 +99,8 @@ class LocalServer:
         self.webhooks = WebhookSender(retries=webhook_retries, delay=webhook_retry_delay)
         self._counts: dict[str, Counter[str]] = {}
         self._runner: web.AppRunner | None = None
+        #: endpoint id -> worker_api.WorkerHost, for endpoints run by real worker processes
+        self._worker_hosts: dict[str, Any] = {}
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -102,21 +110,35 @@ class LocalServer:
         handler: Handler | str | None = None,
         *,
         runner: bool = True,
+        worker_command: str | list[str] | None = None,
+        worker_count: int = 1,
+        worker_options: dict[str, Any] | None = None,
         **options: Any,
     ) -> ServedEndpoint:
         """Serve ``endpoint_id`` with ``handler`` (callable, spec string, or None for echo).
 
         ``options`` are :class:`~bridge.local.policies.EndpointOptions` fields. With
-        ``runner=False`` no in-process runner is started: an external runner takes the
-        store's jobs (see ``bridge.local.jobs``). Must be called on the server's loop.
+        ``worker_command`` the jobs run in ``worker_count`` real runpod worker processes
+        instead (``bridge.local.worker_procs``; ``worker_options`` go to its WorkerRunner).
+        With ``runner=False`` nothing runs the jobs: an external runner takes them from the
+        store (see ``bridge.local.jobs``). Must be called on the server's loop.
         """
         if endpoint_id in self.endpoints:
             raise ValueError(f"endpoint {endpoint_id!r} is already served")
+        if worker_command is not None and handler is not None:
+            raise ValueError("give a handler or a worker_command, not both")
         opts = policies.EndpointOptions(**options)
         store = JobStore(endpoint_id)
         store.terminal_listeners.append(self.webhooks.job_finished)
-        job_runner = None
-        if runner:
+        job_runner: Any = None
+        if worker_command is not None:
+            from bridge.local.worker_procs import WorkerRunner
+
+            job_runner = WorkerRunner(store, worker_command, count=worker_count, **(worker_options or {}))
+            self._worker_hosts[endpoint_id] = job_runner.host
+            if self._runner is not None:  # already serving: workers can connect now
+                job_runner.start(self.base_url)
+        elif runner:
             job_runner = HandlerRunner(
                 store, load_handler(handler), workers=opts.workers,
                 return_aggregate_stream=opts.return_aggregate_stream, cold_start=lambda: self.faults.cold_start,
@@ -129,8 +151,11 @@ class LocalServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
+        from bridge.local.worker_api import add_worker_routes
+
         app = web.Application(middlewares=[json_errors])
         Routes(self).install(app)
+        add_worker_routes(app, self._worker_hosts)
         return app
 
     async def start(self) -> str:
@@ -146,6 +171,10 @@ class LocalServer:
         sockets = getattr(server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        for ep in self.endpoints.values():
+            worker_runner: Any = ep.runner
+            if ep.endpoint_id in self._worker_hosts and not worker_runner.started:
+                worker_runner.start(self.base_url)
         return self.base_url
 
     @property
