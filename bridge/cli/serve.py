@@ -4,6 +4,7 @@
 
     bridge serve examples/handlers.py:echo -e echo --port 8000
     bridge serve --endpoint echo=examples/handlers.py:echo --endpoint tokens=examples/handlers.py:stream_tokens
+    bridge serve --worker-command "python examples/runpod_worker/handler.py" --worker-count 2 -e workers
 
 Prints the base URL (``http://127.0.0.1:PORT/v2``) on its first line of output, then serves
 until SIGINT or SIGTERM.
@@ -19,7 +20,7 @@ from typing import Any
 import click
 
 from bridge import errors
-from bridge.cli._common import EXIT_INVALID, EXIT_USAGE
+from bridge.cli._common import EXIT_INVALID
 from bridge.local.faults import ROUTES
 from bridge.local.policies import PROFILES
 
@@ -73,8 +74,10 @@ def _parse_error_rate(value: str) -> tuple[str, float]:
 @click.option("--webhook-retry-delay", type=float, default=10.0, show_default=True,
               help="Seconds between webhook attempts (3 attempts in all).")
 @click.option("--worker-command", default=None, metavar="CMD",
-              help="Run jobs in external runpod worker processes instead of HANDLER (not available yet).")
-@click.option("--worker-count", default=1, type=click.IntRange(min=1), help="Worker processes for --worker-command.")
+              help="Run the endpoint's jobs in real runpod worker processes started with CMD "
+                   "(e.g. \"python handler.py\"), instead of a HANDLER.")
+@click.option("--worker-count", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes for --worker-command.")
 def serve(
     handler: str | None,
     endpoint_id: str,
@@ -97,21 +100,19 @@ def serve(
     worker_count: int,
 ) -> None:
     """Serve HANDLER (path/to/file.py:function or package.module:function) as a RunPod-style endpoint."""
-    if worker_command is not None:
-        if handler is not None:
-            raise click.UsageError("give either HANDLER or --worker-command, not both")
-        click.echo("--worker-command is not available yet (issue 6); serve a HANDLER instead", err=True)
-        sys.exit(EXIT_USAGE)
-    endpoints: list[tuple[str, str]] = []
-    if handler is not None:
-        endpoints.append((endpoint_id, handler))
+    # (endpoint id, handler spec, None) or (endpoint id, None, worker command)
+    endpoints: list[tuple[str, str | None, str | None]] = []
+    if worker_command is not None and handler is not None:
+        raise click.UsageError("give either HANDLER or --worker-command, not both")
+    if handler is not None or worker_command is not None:
+        endpoints.append((endpoint_id, handler, worker_command))
     for item in extra_endpoints:
         ep_id, sep, spec = item.partition("=")
         if not sep or not ep_id or not spec:
             raise click.BadParameter(f"{item!r}: expected ID=HANDLER", param_hint="--endpoint")
-        endpoints.append((ep_id, spec))
+        endpoints.append((ep_id, spec, None))
     if not endpoints:
-        raise click.UsageError("give a HANDLER (or --endpoint ID=HANDLER)")
+        raise click.UsageError("give a HANDLER, --worker-command CMD, or --endpoint ID=HANDLER")
     faults: dict[str, Any] = {"latency": latency, "cold_start": cold_start}
     if rate_limits:
         limits = dict(_parse_rate_limit(v) for v in rate_limits)
@@ -127,7 +128,8 @@ def serve(
         "sync_retention": sync_retention, "execution_timeout": execution_timeout,
     }
     try:
-        asyncio.run(_serve(endpoints, host, port, api_key, profile, faults, webhook_retry_delay, options))
+        asyncio.run(_serve(endpoints, host, port, api_key, profile, faults, webhook_retry_delay, options,
+                           worker_count))
     except errors.BridgeError as exc:
         click.echo(f"bridge serve: {exc}", err=True)
         sys.exit(EXIT_INVALID)
@@ -137,8 +139,8 @@ def serve(
 
 
 async def _serve(
-    endpoints: list[tuple[str, str]], host: str, port: int, api_key: str | None, profile: str,
-    faults: dict[str, Any], webhook_retry_delay: float, options: dict[str, Any],
+    endpoints: list[tuple[str, str | None, str | None]], host: str, port: int, api_key: str | None, profile: str,
+    faults: dict[str, Any], webhook_retry_delay: float, options: dict[str, Any], worker_count: int,
 ) -> None:
     from bridge.local.server import LocalServer
 
@@ -149,11 +151,14 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        for ep_id, spec in endpoints:
-            server.add_endpoint(ep_id, spec, **options)
+        for ep_id, spec, command in endpoints:
+            if command is not None:
+                server.add_endpoint(ep_id, worker_command=command, worker_count=worker_count, **options)
+            else:
+                server.add_endpoint(ep_id, spec, **options)
         base_url = await server.start()
         click.echo(f"bridge local endpoint serving {base_url} "
-                   f"(endpoints: {', '.join(e for e, _ in endpoints)}; profile {profile}"
+                   f"(endpoints: {', '.join(e for e, _, _ in endpoints)}; profile {profile}"
                    f"{'; API key required' if api_key else ''})")
         sys.stdout.flush()
         await stop.wait()

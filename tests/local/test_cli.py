@@ -89,9 +89,22 @@ def test_serve_rejects_bad_usage():
 
     missing = run("--port", "0")
     assert missing.returncode == 2 and "HANDLER" in missing.stderr
-    worker = run("--worker-command", "python w.py", "--port", "0")
-    assert worker.returncode == 2 and "not available yet" in worker.stderr
+    both = run("examples/handlers.py:echo", "--worker-command", "python w.py", "--port", "0")
+    assert both.returncode == 2 and "not both" in both.stderr
     bad_file = run("nowhere.py:handler", "--port", "0")
     assert bad_file.returncode == 7 and "does not exist" in bad_file.stderr
     bad_spec = run("no_colon", "--port", "0")
     assert bad_spec.returncode == 7 and "spec" in bad_spec.stderr
+
+
+@pytest.mark.slow
+def test_serve_worker_command_runs_jobs_in_a_real_runpod_worker(served):
+    command = f"{sys.executable} examples/runpod_worker/handler.py"
+    s = Served("--worker-command", command, "-e", "workers", "--endpoint", "echo=examples/handlers.py:echo")
+    served.append(s)
+    r = requests.post(f"{s.base_url}/workers/runsync", json={"input": {"op": "echo", "x": 1}}, timeout=60)
+    body = r.json()
+    assert body["status"] == "COMPLETED" and body["output"]["echo"] == {"op": "echo", "x": 1}
+    assert body["output"]["pid"] != s.proc.pid  # ran in the worker process, not the server
+    assert requests.post(f"{s.base_url}/echo/runsync", json={"input": 2}, timeout=10).json()["output"] == 2
+    assert s.stop() == 0
