@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -62,8 +63,6 @@ class BridgeStep(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         self.client = redis.Redis.from_url(_redis_url(self.app))
-        # Prefork children read this flag (they cannot see the main process's signals).
-        os.environ["BRIDGE_HANDOFF_KEY"] = f"{keys.prefix()}:handoff:{worker.hostname}:{os.getpid()}"
         self.trefs.append(worker.timer.call_repeatedly(MIRROR_INTERVAL, self.mirror, priority=10))
         broker_url = str(self.app.conf.broker_url or "")
         if broker_url.startswith(("redis://", "rediss://", "unix://")):
@@ -135,26 +134,29 @@ def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
         return
     from bridge.gateway import core
 
-    key = os.environ.get("BRIDGE_HANDOFF_KEY")
-    if key:
-        try:
-            from bridge.gateway.settings import GatewaySettings
+    try:
+        from bridge.gateway.settings import GatewaySettings
 
-            client = redis.Redis.from_url(GatewaySettings().redis_url)
-            client.set(key, "1", ex=600)
-            client.close()
-        except Exception:
-            log.exception("bridge: could not flag the handoff for prefork children")
+        client = redis.Redis.from_url(GatewaySettings().redis_url)
+        client.set(handoff_key(os.getpid()), "1", ex=600)
+        client.close()
+    except Exception:
+        log.exception("bridge: could not flag the handoff for prefork children")
     gateway = core._gateway
     if gateway is not None and gateway.pid == os.getpid():
         gateway.handoff()
 
 
+def handoff_key(main_pid: int) -> str:
+    """The flag a worker's main process sets on warm shutdown; its prefork children's
+    pollers read it (they cannot see the main process's signals)."""
+    return f"{keys.prefix()}:handoff:{socket.gethostname()}:{main_pid}"
+
+
 def _on_child_init(**_: Any) -> None:
-    # A fresh gateway per child: reads the handoff flag its parent sets on warm shutdown.
     from bridge.gateway.core import get_gateway
 
-    get_gateway().set_handoff_key(os.environ.get("BRIDGE_HANDOFF_KEY"))
+    get_gateway().set_handoff_key(handoff_key(os.getppid()))
 
 
 S3_REMOVED = "<removed by bridge: s3Config must come from BRIDGE_S3_CONFIG in the worker>"

@@ -75,7 +75,6 @@ class Gateway:
         self.journal = Journal(self.redis, self.settings.journal_ttl)
         self.transport = Transport(self.settings, self.redis)
         self.poller = Poller(self.settings, self.transport, self.journal, self.redis)
-        self.poller.handoff_key = os.environ.get("BRIDGE_HANDOFF_KEY")  # set by the worker step
         self.loop.call_soon(self.poller.start)
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
