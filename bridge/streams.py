@@ -25,8 +25,9 @@ from typing import Any
 
 from bridge import errors, keys
 
-#: How long one XREAD blocks (ms); readers re-check their deadline between blocks.
-BLOCK_MS = 5000
+#: How long one XREAD blocks (ms); readers re-check their deadline between blocks. Kept well
+#: under redis-py's default 5 s socket timeout, which would otherwise cut a blocked read.
+BLOCK_MS = 2000
 #: Entries fetched per XREAD.
 COUNT = 500
 

@@ -83,11 +83,19 @@ class WebhookWaiter:
 
     async def _listen(self) -> None:
         import redis.asyncio as aredis
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         blocking = aredis.Redis.from_url(self.redis_url)
         try:
             while True:
-                item = await blocking.blpop([inbox_key(self.inbox)], timeout=5)
+                try:
+                    # Blocks for less than redis-py's default 5 s socket timeout.
+                    item = await blocking.blpop([inbox_key(self.inbox)], timeout=2)
+                except (RedisTimeoutError, RedisConnectionError) as exc:
+                    log.warning("webhook inbox read failed (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
                 if item is None:
                     continue
                 message = json.loads(item[1])

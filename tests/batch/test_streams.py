@@ -54,6 +54,25 @@ def test_two_live_readers_and_a_late_joiner_see_every_chunk(redis_url):
         assert events[-1].error == {"error_message": "boom"}
 
 
+def test_a_live_reader_outlasts_the_redis_socket_timeout(redis_url, monkeypatch):
+    import bridge.streams
+
+    monkeypatch.setattr(bridge.streams, "BLOCK_MS", 300)  # many idle blocks, quickly
+    client = redis.Redis.from_url(redis_url, socket_timeout=1.0)  # a blocked read longer would fail
+    events = read_stream("t5", client=client, timeout=10)
+    r = redis.Redis.from_url(redis_url)
+    done = threading.Event()
+
+    def writer() -> None:
+        done.wait(2.5)  # several idle blocks pass before anything is written
+        append(r, "t5", "late")
+        finish(r, "t5")
+
+    threading.Thread(target=writer).start()
+    got = list(events)
+    assert [e.chunk for e in got[:-1]] == ["late"] and got[-1].eof
+
+
 def test_offsets_and_non_live_reads(redis_url):
     r = redis.Redis.from_url(redis_url)
     ids = [append(r, "t2", i) for i in range(5)]

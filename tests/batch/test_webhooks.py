@@ -119,3 +119,18 @@ def test_lost_webhook_falls_back_to_slow_polling(local_endpoint, redis_url):
     handle = bridge.batch.batch([{"x": 1}, {"x": 2}], "lost", base_url=ep.base_url, webhooks=hooks)
     assert [r.output for r in handle.results(timeout=30)] == [{"x": 1}, {"x": 2}]
     assert ep.stats().get("status", 0) >= 2
+
+
+async def sleepy(job: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(6)
+    return {"slept": 6}
+
+
+@pytest.mark.slow
+def test_webhook_after_a_long_idle_wait(local_endpoint, receiver, redis_url):
+    # Longer than redis-py's 5 s socket timeout: the inbox listener must survive idle reads.
+    ep = local_endpoint(sleepy, endpoint_id="sleepy")
+    hooks = WebhookReceiver(receiver.url, redis_url, fallback_after=60)
+    handle = bridge.batch.batch([{}, {}], "sleepy", base_url=ep.base_url, webhooks=hooks)
+    assert [r.output for r in handle.results(timeout=30)] == [{"slept": 6}] * 2
+    assert ep.stats().get("status", 0) == 0 and ep.stats().get("status-sync", 0) == 0
