@@ -59,6 +59,7 @@ import json
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,7 +159,9 @@ class WorkerHost:
         self.workers: dict[str, WorkerRecord] = {}
         self._retired: set[str] = set()
         self.closing = False
+        #: Worker requests received, in all and per route (job-take, job-stop, ping, ...).
         self.requests = 0
+        self.route_counts: Counter[str] = Counter()
         self._watchdog: asyncio.Task[None] | None = None
 
     # -- lifecycle (supervisor) --------------------------------------------------------
@@ -465,6 +468,7 @@ async def _host_and_record(request: web.Request) -> tuple[WorkerHost, WorkerReco
             content_type="application/json",
         )
     host.requests += 1
+    host.route_counts[request.path.split("/")[3]] += 1
     if not _authorised(host, request):
         await asyncio.sleep(_AUTH_FAIL_DELAY)
         raise web.HTTPUnauthorized(

@@ -8,12 +8,16 @@ The input's ``op``:
   handler writes that file first, so a test can see the cancellation arrived, then re-raises
   as RunPod's docs require.
 - ``raise``: raises ``RuntimeError(message)``.
+
+``--concurrency N`` starts the worker with ``concurrency_modifier`` returning N: the SDK
+then runs up to N jobs at once and asks for several at a time (job-take-batch).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 import runpod
@@ -39,5 +43,16 @@ async def handler(job: dict[str, Any]) -> Any:
     raise ValueError(f"unknown op {op!r}")
 
 
+def _concurrency() -> int:
+    # Read (and removed) before runpod.serverless.start parses the command line.
+    if "--concurrency" not in sys.argv:
+        return 1
+    at = sys.argv.index("--concurrency")
+    value = int(sys.argv[at + 1])
+    del sys.argv[at : at + 2]
+    return value
+
+
 if __name__ == "__main__":
-    runpod.serverless.start({"handler": handler})
+    concurrency = _concurrency()
+    runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda current: concurrency})

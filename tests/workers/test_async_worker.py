@@ -1,6 +1,6 @@
-"""A real runpod worker with an async handler: /cancel and executionTimeout reach it as
-``asyncio.CancelledError`` through the job-stop long poll. Driven through bridge's asyncio
-client."""
+"""A real runpod worker with an async handler run at concurrency 3 (so the SDK uses
+job-take-batch): /cancel and executionTimeout reach each job as ``asyncio.CancelledError``
+through the job-stop long poll. Driven through bridge's asyncio client."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import bridge
 from bridge import errors
 from bridge.testing import LocalEndpoint
 
-from .conftest import job_field, make_worker_endpoint, wait_ready, wait_until, worker_command
+from .conftest import holder, job_field, make_worker_endpoint, runner, wait_ready, wait_until, worker_command
 
 
 @pytest.fixture(scope="module")
 def async_worker() -> Iterator[LocalEndpoint]:
-    ep = make_worker_endpoint(worker_command("async_handler.py"), count=1, endpoint_id="async")
+    ep = make_worker_endpoint(worker_command("async_handler.py", "--concurrency", "3"), count=1, endpoint_id="async")
     try:
         wait_ready(ep, 1)
         yield ep
@@ -74,3 +74,22 @@ async def test_execution_timeout_stops_the_async_handler(ready: LocalEndpoint, t
             await job.output(timeout=30)
     wait_until(marker.exists, timeout=10)
     assert marker.read_text() == job.job_id
+
+
+async def test_one_worker_runs_several_jobs_at_once_and_stops_each_alone(ready: LocalEndpoint, tmp_path: Path) -> None:
+    async with bridge.AsyncioEndpoint(ready.endpoint_id, base_url=ready.base_url) as endpoint:
+        jobs = [await endpoint.run({"op": "sleep", "seconds": 60, "marker": str(tmp_path / f"m{i}")})
+                for i in range(3)]
+        # All three run at once, on the one worker process.
+        wait_until(lambda: all(job_field(ready, j.job_id) == "IN_PROGRESS" for j in jobs), timeout=20)
+        assert len({holder(ready, j.job_id) for j in jobs}) == 1
+        assert runner(ready).host.route_counts["job-take-batch"] >= 1
+        assert ready.health()["workers"]["running"] == 1
+        # Stopping one leaves the other two running.
+        await jobs[0].cancel()
+        wait_until((tmp_path / "m0").exists, timeout=10)
+        assert [job_field(ready, j.job_id) for j in jobs[1:]] == ["IN_PROGRESS", "IN_PROGRESS"]
+        assert not (tmp_path / "m1").exists()
+        for job in jobs[1:]:
+            await job.cancel()
+        wait_until(lambda: (tmp_path / "m1").exists() and (tmp_path / "m2").exists(), timeout=10)
