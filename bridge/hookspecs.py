@@ -45,8 +45,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def bridge_transform_input(ctx: Any, input: Any) -> Any:
     """Reshape or validate a job's input before it is submitted.
 
-    Called in the worker (gateway), once per task before submit; not on a resumed task whose
-    remote job already exists. Receives the input as the previous implementation left it.
+    Called in the worker (gateway), once per task delivery before submit. A redelivered task
+    runs it again before it finds and resumes its recorded remote job (nothing is sent then),
+    so it must be deterministic. Receives the input as the previous implementation left it.
     Return the new input, or ``None`` to leave it unchanged (in-place mutation is allowed).
     Raise :class:`bridge.JobRejected` to veto: the task fails with that error and nothing is
     sent. Any other exception also rejects the job, as ``JobRejected`` naming the plugin.
