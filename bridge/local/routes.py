@@ -27,6 +27,10 @@ Route = Callable[[web.Request, "ServedEndpoint"], Awaitable[web.StreamResponse]]
 _GONE = "job {} not found: unknown, purged, past its ttl, or past result retention"
 
 
+class _Gone(Exception):
+    """The job id is unknown, or the job was deleted (purge, ttl, retention); answered 404."""
+
+
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
@@ -108,6 +112,8 @@ class Routes:
                 return await fn(request, endpoint)
             except policies.PolicyError as exc:
                 return error(400, str(exc))
+            except _Gone as exc:
+                return error(404, _GONE.format(exc.args[0]))
 
         return handle
 
@@ -169,53 +175,49 @@ class Routes:
         if isinstance(job, web.Response):
             return job
         await ep.store.wait(job, wait)
-        if ep.store.get(job.id) is not job:
-            return error(404, _GONE.format(job.id))
+        self._still_there(ep, job)
         if job.terminal:
             return web.json_response(job.status_body())
         return web.json_response({"id": job.id, "status": job.status})
 
-    def _job(self, request: web.Request, ep: ServedEndpoint) -> LocalJob | None:
-        return ep.store.get(request.match_info["job_id"])
+    def _job(self, request: web.Request, ep: ServedEndpoint) -> LocalJob:
+        job = ep.store.get(request.match_info["job_id"])
+        if job is None:
+            raise _Gone(request.match_info["job_id"])
+        return job
+
+    @staticmethod
+    def _still_there(ep: ServedEndpoint, job: LocalJob) -> None:
+        # After a wait: the job may have been purged or reached its ttl meanwhile.
+        if ep.store.get(job.id) is not job:
+            raise _Gone(job.id)
 
     async def status(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
-        if job is None:
-            return error(404, _GONE.format(request.match_info["job_id"]))
         return web.json_response(job.status_body())
 
     async def status_sync(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
-        if job is None:
-            return error(404, _GONE.format(request.match_info["job_id"]))
         await ep.store.wait(job, policies.poll_wait(request.query.get("wait"), default=90.0))
-        if ep.store.get(job.id) is not job:
-            return error(404, _GONE.format(job.id))
+        self._still_there(ep, job)
         return web.json_response(job.status_body())
 
     async def stream(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
-        if job is None:
-            return error(404, _GONE.format(request.match_info["job_id"]))
         # An optional ?wait=ms holds the call until a chunk arrives or the job ends.
         wait = policies.poll_wait(request.query.get("wait"), default=0.0)
         if wait > 0:
             await ep.store.wait(job, wait, for_chunks=True)
-            if ep.store.get(job.id) is not job:
-                return error(404, _GONE.format(job.id))
+            self._still_there(ep, job)
         return web.json_response(job.drain())
 
     async def cancel(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
-        if job is None:
-            return error(404, _GONE.format(request.match_info["job_id"]))
         ep.store.cancel(job)  # an already finished job keeps (and reports) its status
         return web.json_response({"id": job.id, "status": job.status})
 
     async def retry(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
-        if job is None:
-            return error(404, _GONE.format(request.match_info["job_id"]))
         if not ep.store.retry(job):
             return error(400, f"job {job.id} is {job.status}; only FAILED, TIMED_OUT and CANCELLED jobs can be retried")
         return web.json_response({"id": job.id, "status": job.status})

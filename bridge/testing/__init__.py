@@ -1,6 +1,7 @@
 """Testing helpers users get too: a local endpoint on 127.0.0.1 and a pytest fixture.
 
 - :class:`LocalEndpoint`: RunPod's endpoint API served in a background thread.
+- :func:`wait_until`: poll a condition with a deadline (no sleeps for synchronisation).
 - ``bridge.testing.pytest_plugin``: the ``local_endpoint`` factory fixture
   (``pytest_plugins = ["bridge.testing.pytest_plugin"]``).
 """
@@ -8,5 +9,6 @@
 from __future__ import annotations
 
 from bridge.testing.endpoint import LocalEndpoint
+from bridge.testing.waiting import wait_until
 
-__all__ = ["LocalEndpoint"]
+__all__ = ["LocalEndpoint", "wait_until"]

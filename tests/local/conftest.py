@@ -9,19 +9,11 @@ from typing import Any
 import pytest
 import requests
 
+from bridge.testing import wait_until
+
+__all__ = ["TERMINAL", "Client", "wait_until"]
+
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
-    """Poll ``predicate`` until it returns something truthy, failing at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        time.sleep(interval)
 
 
 class Client:
