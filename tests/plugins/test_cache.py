@@ -3,6 +3,7 @@ as misses, in-flight de-duplication, and ordering with schema and openai_chat.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -118,3 +119,13 @@ def test_the_cache_stores_raw_outputs_and_hits_are_transformed_again(redis_url):
     ctx2, hit2, second = run_job(hooks, "ep", request, None, job_id="j2")
     assert hit2 and second["choices"] == first["choices"] and second["id"] == "chatcmpl-j2"
     assert json.loads(redis.Redis.from_url(redis_url).get(ctx.state["cache_key"])) == {"output": raw}
+
+
+async def test_twins_wait_without_blocking_the_gateways_event_loop(redis_url):
+    # The gateway is asyncio: a waiting twin must leave the loop free for the leader to finish.
+    hooks = cache_hooks(redis_url, BRIDGE_PLUGIN_CACHE_WAIT="30")
+    leader = JobContext("ep", task_id="t-leader")
+    assert await hooks.alookup(leader, {"q": 1}) == (False, None)
+    twin = asyncio.ensure_future(hooks.alookup(JobContext("ep", task_id="t2"), {"q": 1}))
+    assert await hooks.atransform_output(leader, {"a": 1}) == {"a": 1}
+    assert await asyncio.wait_for(twin, 10) == (True, {"a": 1})
