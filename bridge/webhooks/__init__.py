@@ -15,7 +15,7 @@ from bridge.config import env_float
 from bridge.webhooks.secrets import strip_body, strip_secret
 from bridge.webhooks.waiter import WebhookWaiter
 
-__all__ = ["WebhookReceiver", "WebhookWaiter", "strip_body", "strip_secret"]
+__all__ = ["WebhookReceiver", "WebhookWaiter", "from_settings", "strip_body", "strip_secret"]
 
 
 @dataclass
@@ -44,3 +44,14 @@ class WebhookReceiver:
             fallback_interval=self.fallback_interval if self.fallback_interval is not None else fallback,
             relay=self.relay,
         )
+
+
+def from_settings(redis_url: str | None = None) -> WebhookWaiter | None:
+    """The process's webhook waiter when ``BRIDGE_WEBHOOK_URL`` (the receiver's public URL)
+    is set, else None (webhooks off). For the gateway: one per process, see docs/batch.md."""
+    import os
+
+    public_url = os.environ.get("BRIDGE_WEBHOOK_URL")
+    if not public_url:
+        return None
+    return WebhookReceiver(public_url, redis_url).waiter()

@@ -66,13 +66,15 @@ class WebhookWaiter:
     def ref(batch_id: str, index: int) -> str:
         return f"b-{batch_id}-{index}"
 
-    async def webhook_for(self, batch_id: str, index: int) -> str | None:
+    async def url_for(self, ref: str, relay: str | None = None) -> str:
+        """Register ``ref`` (any unique job reference, e.g. a Celery task id) and return the
+        webhook URL to submit its job with; ``relay``: the caller's own webhook, if any."""
         await self._ready()
         assert self._key is not None
-        ref = self.ref(batch_id, index)
         mapping = {"inbox": self.inbox, "ttl": str(self.ttl)}
-        if self.relay:
-            mapping["relay"] = self.relay
+        relay = relay or self.relay
+        if relay:
+            mapping["relay"] = relay
         pipe = self._redis.pipeline()
         pipe.hset(registration_key(ref), mapping=mapping)
         pipe.hdel(registration_key(ref), "delivered")
@@ -80,6 +82,24 @@ class WebhookWaiter:
         await pipe.execute()
         self._futures.setdefault(ref, asyncio.get_running_loop().create_future())
         return webhook_url(self.public_url, self._key, ref)
+
+    async def wait_for(self, ref: str, timeout: float | None) -> dict[str, Any] | None:
+        """The verified webhook body for ``ref`` (secret stripped), or None after ``timeout``."""
+        await self._ready()
+        future = self._futures.setdefault(ref, asyncio.get_running_loop().create_future())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    async def forget(self, ref: str) -> None:
+        """Drop ``ref``'s registration (its job ended; later deliveries get 404)."""
+        self._futures.pop(ref, None)
+        if self._redis is not None:
+            await self._redis.delete(registration_key(ref))
+
+    async def webhook_for(self, batch_id: str, index: int) -> str | None:
+        return await self.url_for(self.ref(batch_id, index))
 
     async def _listen(self) -> None:
         import redis.asyncio as aredis
@@ -106,18 +126,13 @@ class WebhookWaiter:
             await blocking.aclose()
 
     async def wait(self, job: Any, batch_id: str, index: int, on_started: OnStarted) -> dict[str, Any]:
-        await self._ready()
         ref = self.ref(batch_id, index)
-        future = self._futures.setdefault(ref, asyncio.get_running_loop().create_future())
         try:
             timeout = self.fallback_after
             while True:
-                try:
-                    body = await asyncio.wait_for(asyncio.shield(future), timeout)
-                    if is_terminal(str(body.get("status"))):
-                        return body
-                except asyncio.TimeoutError:
-                    pass
+                body = await self.wait_for(ref, timeout)
+                if body is not None and is_terminal(str(body.get("status"))):
+                    return body
                 # No webhook yet: one plain status look (slow polling, the fallback).
                 self.fallback_polls += 1
                 try:
@@ -129,8 +144,7 @@ class WebhookWaiter:
                         return body
                 timeout = self.fallback_interval
         finally:
-            self._futures.pop(ref, None)
-            await self._redis.delete(registration_key(ref))
+            await self.forget(ref)
 
     async def close(self) -> None:
         if self._listener is not None:
