@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class JobContext:
     meta: dict[str, Any] = field(default_factory=dict)
     process: Process = "worker"
     state: dict[str, Any] = field(default_factory=dict)
+    #: ``time.monotonic()`` when the context was made (the job's start, in this process).
+    started: float = field(default_factory=time.monotonic)
 
     def options_for(self, plugin: str) -> Mapping[str, Any]:
         """The options of one plugin (empty when it has none)."""

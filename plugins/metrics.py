@@ -10,7 +10,7 @@ name                                labels              what
                                                         timed_out, rejected, cancelled, cached
 ``bridge_job_queue_seconds``        endpoint            endpoint-reported queue delay
 ``bridge_job_execution_seconds``    endpoint            endpoint-reported execution time
-``bridge_job_duration_seconds``     endpoint, outcome   wall time, submit to end, as seen here
+``bridge_job_duration_seconds``     endpoint, outcome   wall time from the job's start to its end
 ``bridge_retries_total``            endpoint            retries (requests or the task)
 ``bridge_cancels_total``            endpoint            cancelled jobs
 ``bridge_cache_hits_total``         endpoint            jobs answered by ``bridge_lookup``
@@ -43,7 +43,6 @@ __all__ = ["MetricsPlugin", "exposition_registry"]
 
 _STARTED_PORTS: set[tuple[str, int]] = set()
 _PORT_LOCK = threading.Lock()
-_T0 = "metrics_t0"
 
 
 def exposition_registry(own: Any) -> Any:
@@ -121,15 +120,13 @@ class MetricsPlugin:
             self.queue.labels(endpoint).observe(delay_ms / 1000.0)
         if isinstance(execution_ms, (int, float)):
             self.execution.labels(endpoint).observe(execution_ms / 1000.0)
-        t0 = ctx.state.get(_T0)
-        if t0 is not None:
-            self.duration.labels(endpoint, outcome).observe(time.monotonic() - t0)
+        # ctx.started: when the gateway began this job (input hooks, submit, wait, output)
+        self.duration.labels(endpoint, outcome).observe(time.monotonic() - ctx.started)
 
     @hookimpl
     def bridge_on_submitted(self, ctx: Any) -> None:
         if self._skip(ctx):
             return
-        ctx.state.setdefault(_T0, time.monotonic())
         self.submitted.labels(ctx.endpoint_id).inc()
 
     @hookimpl

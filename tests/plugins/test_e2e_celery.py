@@ -126,6 +126,8 @@ def test_input_and_output_hooks_wrap_a_celery_task(e2e):
     # the endpoint saw the transformed input; the task returned the transformed output
     assert result == {"wrapped": {"prompt": "hi", "tagged": "worker"}, "job_id_known": True}
     assert e2e.metric("bridge_jobs_total", endpoint="echo", outcome="completed") >= 1
+    assert e2e.metric("bridge_job_duration_seconds_count", endpoint="echo", outcome="completed") >= 1
+    assert e2e.metric("bridge_job_execution_seconds_count", endpoint="echo") >= 1
 
 
 def test_a_veto_fails_the_task_clearly_and_submits_nothing(e2e):
