@@ -16,12 +16,16 @@ def register(group: click.Group) -> None:
 
 def _register_plugin_commands(group: click.Group) -> None:
     """Commands contributed by plugins (``bridge_register_commands``). A broken plugin must
-    not break the whole CLI: warn on stderr and leave ``bridge plugins`` to explain."""
+    not break the whole CLI: warn on stderr and leave ``bridge plugins`` to explain.
+
+    First-party plugins add no commands, and are not started here: a CLI call must not,
+    say, open the metrics port a worker on the same host serves."""
     from bridge.errors import BridgeError
     from bridge.hooks import Hooks
+    from bridge.plugins import make_plugin_manager
 
     try:
-        hooks = Hooks.from_settings()
+        hooks = Hooks(make_plugin_manager(first_party=False))
         if hooks.active("bridge_register_commands"):
             hooks.register_commands(group)
     except BridgeError as exc:

@@ -4,6 +4,9 @@ on sys.path): discovered, listed by ``bridge plugins``, used; a broken one is na
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -112,3 +115,12 @@ def test_a_broken_distribution_plugin_fails_with_an_error_naming_it(site):
     assert "brokenplug" in result.output and "failed to load" in result.output
 
     assert run_cli(["plugins"], env={"BRIDGE_DISABLE_PLUGINS": "brokenplug"}).exit_code == 0
+
+
+def test_a_plugin_command_is_on_the_real_cli(site):
+    make_distribution(site, "bridge_shout", "1.2.0", {"shout": "bridge_shout_mod:Shout"},
+                      {"bridge_shout_mod": SHOUT})
+    bridge = Path(sys.executable).parent / "bridge"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([str(bridge), "shout", "plugged in"], env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "PLUGGED IN\n"), done.stderr
