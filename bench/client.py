@@ -9,8 +9,8 @@ endpoint id, so the endpoint's ``/_bridge/stats`` counters give requests per job
 - workloads: N zero-work jobs, and N jobs of S seconds (an async handler sleeping);
 - clients: ``bridge.AsyncioEndpoint`` vs ``runpod.AsyncioEndpoint`` (all jobs submitted and
   awaited concurrently; the SDK's ``output()`` needs an explicit timeout), and
-  ``bridge.Endpoint`` vs ``runpod.Endpoint`` through a thread pool of T threads (submit
-  every job, then wait for every job).
+  ``bridge.Endpoint`` vs ``runpod.Endpoint`` through a thread pool of T threads (250), each
+  thread submitting a job and waiting for it, then the next.
 
 Completion-notice latency is the time from the handler returning (it returns
 ``time.monotonic()``, a system-wide clock on Linux) to the client handing the output to
@@ -48,14 +48,25 @@ async def handler(job: dict[str, Any]) -> Any:
 
 
 def serve(endpoint_ids: list[str], workers: int) -> None:
-    """Child process: serve ``handler`` under every id, print the base URL, run until killed."""
+    """Child process: serve ``handler`` under every id, print the base URL, run until killed.
+
+    The site is bound here with a listen backlog of 4096 rather than aiohttp's 128: 2,000
+    clients connecting at once overflow 128, and each dropped SYN costs its client a 1 s
+    (then 3 s, 7 s) retransmit, which swamped every measurement."""
+    from aiohttp import web
+
     from bridge.local.server import LocalServer
 
     async def main() -> None:
         server = LocalServer()
         for endpoint_id in endpoint_ids:
             server.add_endpoint(endpoint_id, handler, workers=workers)
-        print(await server.start(), flush=True)
+        runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        server.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(server.base_url, flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -115,21 +126,22 @@ async def sdk_async(base_url: str, endpoint_id: str, n: int, seconds: float) -> 
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-def _pooled(run: Callable[[int], Any], wait: Callable[[Any], Any], n: int, threads: int) -> list[float]:
-    def notice(job: Any) -> float:
-        out = wait(job)
+def _pooled(job: Callable[[int], Any], n: int, threads: int) -> list[float]:
+    """Each pool thread submits a job and waits for it, then takes the next."""
+
+    def notice(i: int) -> float:
+        out = job(i)
         return time.monotonic() - out["done"]
 
     with ThreadPoolExecutor(threads) as pool:
-        jobs = list(pool.map(run, range(n)))
-        return list(pool.map(notice, jobs))
+        return list(pool.map(notice, range(n)))
 
 
 def ours_sync(base_url: str, endpoint_id: str, n: int, seconds: float, threads: int) -> list[float]:
     import bridge
 
     with bridge.Endpoint(endpoint_id, base_url=base_url, api_key="bench") as ep:
-        return _pooled(lambda i: ep.run({"sleep": seconds, "i": i}), lambda job: job.output(), n, threads)
+        return _pooled(lambda i: ep.run({"sleep": seconds, "i": i}).output(), n, threads)
 
 
 def sdk_sync(base_url: str, endpoint_id: str, n: int, seconds: float, threads: int) -> list[float]:
@@ -137,10 +149,7 @@ def sdk_sync(base_url: str, endpoint_id: str, n: int, seconds: float, threads: i
 
     runpod.api_key, runpod.endpoint_url_base = "bench", base_url
     ep = runpod.Endpoint(endpoint_id)
-    return _pooled(
-        lambda i: ep.run({"input": {"sleep": seconds, "i": i}}),
-        lambda job: job.output(timeout=SDK_TIMEOUT), n, threads,
-    )
+    return _pooled(lambda i: ep.run({"input": {"sleep": seconds, "i": i}}).output(timeout=SDK_TIMEOUT), n, threads)
 
 
 # -- driving --------------------------------------------------------------------------------
@@ -203,7 +212,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a small smoke run (100 jobs of 2 s)")
     parser.add_argument("--jobs", type=int, default=None, help="jobs per run (default 2000)")
     parser.add_argument("--seconds", type=float, default=None, help="length of the long jobs (default 5)")
-    parser.add_argument("--threads", type=int, default=64, help="thread pool size for the sync clients")
+    parser.add_argument("--threads", type=int, default=250, help="thread pool size for the sync clients")
     args = parser.parse_args()
     n = args.jobs or (100 if args.quick else 2000)
     seconds = args.seconds if args.seconds is not None else (2.0 if args.quick else 5.0)

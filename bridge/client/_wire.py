@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ HOLD_MARGIN = 10.0
 RUNSYNC_WAIT_MIN_MS = 1000
 RUNSYNC_WAIT_MAX_MS = 300_000
 _EXCERPT = 300
+#: Credentials in a URL (``http://user:pass@host``) are cut from any text we repeat.
+_USERINFO = re.compile(r"//[^/@\s]+@")
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,7 @@ class Wire:
 
     def _text(self, raw: bytes | str) -> str:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        return errors.scrub(text.strip(), self.api_key)[:_EXCERPT]
+        return _USERINFO.sub("//***@", errors.scrub(text.strip(), self.api_key))[:_EXCERPT]
 
     def response(
         self, call: Call, status_code: int, headers: Mapping[str, str], raw: bytes
@@ -256,9 +259,10 @@ class Wire:
         return errors.BadRequest(*args)
 
     def transport_error(self, call: Call, exc: BaseException) -> errors.TransportError:
-        detail = errors.scrub(f"{type(exc).__name__}: {exc}", self.api_key)[:_EXCERPT]
+        detail = self._text(f"{type(exc).__name__}: {exc}")
         return errors.TransportError(
-            f"{call.method} /{call.route} to {self.base_url} failed: {detail}", call.job_id, self.endpoint_id
+            f"{call.method} /{call.route} to {self._text(self.base_url)} failed: {detail}",
+            call.job_id, self.endpoint_id,
         )
 
     def timeout_error(self, job_id: str | None, timeout: float | None, status: str | None,

@@ -73,13 +73,20 @@ class AsyncioEndpoint(EndpointBase):
         super().__init__(endpoint_id, api_key, base_url, retry, poll)
         self._owns_session = session is None
         self._session = session
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         # A borrowed session brings its own proxy settings (trust_env or not).
         self._proxy, self._proxy_auth = env_proxy(self.base_url) if session is None else (None, None)
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None or (self._owns_session and self._session.closed):
-            self._session = new_session()
+        """The session; an owned one is made in the running loop, and made again for a new
+        loop (an endpoint reused across ``asyncio.run`` calls, as in Celery tasks)."""
+        if self._owns_session:
+            loop = asyncio.get_running_loop()
+            if self._session is None or self._session.closed or self._session_loop is not loop:
+                self._session = new_session()
+                self._session_loop = loop
+        assert self._session is not None
         return self._session
 
     # -- the one place bytes move ---------------------------------------------------------
@@ -133,7 +140,7 @@ class AsyncioEndpoint(EndpointBase):
     async def run_sync(
         self,
         input: Any,
-        timeout: float = 86400,
+        timeout: float | None = 86400,
         *,
         webhook: str | None = None,
         policy: Mapping[str, Any] | None = None,
@@ -143,14 +150,15 @@ class AsyncioEndpoint(EndpointBase):
     ) -> Any:
         """Run a job and return its output; see :meth:`bridge.Endpoint.run_sync`."""
         waiter = Waiter(timeout, self.poll_policy)
-        if timeout < 1:
+        if timeout is not None and timeout < 1:
             job = await self.run(input, webhook=webhook, policy=policy, s3_config=s3_config,
                                  idempotency_key=idempotency_key)
             return await job.output(waiter.remaining(), cancel_on_timeout=cancel_on_timeout)
         # The endpoint holds runsync up to the long-poll window, then we wait like output().
         hold = self.poll_policy.long_poll if self.poll_policy.long_poll > 0 else 90.0
-        call = self._wire.runsync(input, min(hold, waiter.remaining() or 0.0), webhook, policy,
-                                  s3_config, idempotency_key)
+        remaining = waiter.remaining()
+        call = self._wire.runsync(input, hold if remaining is None else min(hold, remaining), webhook,
+                                  policy, s3_config, idempotency_key)
         body = await self._send(call, waiter.deadline)
         job = AsyncioJob(self, str(body["id"]), body)
         if terminal(body):
@@ -169,7 +177,9 @@ class AsyncioEndpoint(EndpointBase):
 
     async def close(self) -> None:
         if self._owns_session and self._session is not None and not self._session.closed:
-            await self._session.close()
+            if self._session_loop is asyncio.get_running_loop():
+                await self._session.close()
+            self._session = None
 
     async def __aenter__(self) -> AsyncioEndpoint:
         return self

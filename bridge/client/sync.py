@@ -30,7 +30,7 @@ from bridge.client._wire import CONNECT_TIMEOUT, Call, terminal
 __all__ = ["Endpoint", "Job"]
 
 #: Connections kept per host; threads beyond it still work but open throw-away connections.
-POOL_SIZE = 100
+POOL_SIZE = 256
 
 
 def new_session(base_url: str | None = None, pool_size: int = POOL_SIZE) -> requests.Session:
@@ -122,7 +122,7 @@ class Endpoint(EndpointBase):
     def run_sync(
         self,
         input: Any,
-        timeout: float = 86400,
+        timeout: float | None = 86400,
         *,
         webhook: str | None = None,
         policy: Mapping[str, Any] | None = None,
@@ -134,15 +134,16 @@ class Endpoint(EndpointBase):
         the endpoint answered before the end). Raises :class:`bridge.errors.Timeout` after
         ``timeout`` seconds of wall time, and JobFailed/JobTimedOut/JobCancelled."""
         waiter = Waiter(timeout, self.poll_policy)
-        if timeout < 1:
+        if timeout is not None and timeout < 1:
             # runsync cannot hold for less than 1 s; submit and wait instead.
             job = self.run(input, webhook=webhook, policy=policy, s3_config=s3_config,
                            idempotency_key=idempotency_key)
             return job.output(waiter.remaining(), cancel_on_timeout=cancel_on_timeout)
         # The endpoint holds runsync up to the long-poll window, then we wait like output().
         hold = self.poll_policy.long_poll if self.poll_policy.long_poll > 0 else 90.0
-        call = self._wire.runsync(input, min(hold, waiter.remaining() or 0.0), webhook, policy,
-                                  s3_config, idempotency_key)
+        remaining = waiter.remaining()
+        call = self._wire.runsync(input, hold if remaining is None else min(hold, remaining), webhook,
+                                  policy, s3_config, idempotency_key)
         body = self._send(call, waiter.deadline)
         job = Job(self, str(body["id"]), body)
         if terminal(body):

@@ -73,3 +73,49 @@ def test_one_sync_endpoint_shared_by_threads(local_endpoint):
     assert outputs == [{"echo": {"i": i, "sleep": 0.05}} for i in range(64)]
     assert local.submissions() == 64
     assert ep.requests_sent == sum(local.stats().values())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_proxy_from_the_environment_is_used(local_endpoint, edge_proxy, monkeypatch, kind):
+    """HTTP_PROXY is honoured (resolved when the endpoint is made); NO_PROXY bypasses it."""
+    import asyncio
+
+    local = local_endpoint(handlers.work)
+    proxy = edge_proxy(local, status_sync=None)
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.base_url.rsplit("/v2", 1)[0])
+    monkeypatch.setenv("http_proxy", proxy.base_url.rsplit("/v2", 1)[0])
+
+    def use(**env: str) -> object:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        if kind == "sync":
+            with bridge.Endpoint(local.endpoint_id, base_url=local.base_url) as ep:
+                return ep.run_sync({"p": 1}, timeout=10)
+
+        async def go() -> object:
+            async with bridge.AsyncioEndpoint(local.endpoint_id, base_url=local.base_url) as aep:
+                return await aep.run_sync({"p": 1}, timeout=10)
+
+        return asyncio.run(go())
+
+    assert use() == {"echo": {"p": 1}}
+    assert len(proxy.seen) == 1 and proxy.seen[0].startswith(local.base_url.rsplit("/v2", 1)[0])
+    assert use(NO_PROXY="127.0.0.1", no_proxy="127.0.0.1") == {"echo": {"p": 1}}
+    assert len(proxy.seen) == 1
+
+
+def test_asyncio_endpoint_survives_a_new_event_loop(local_endpoint):
+    """Celery tasks often call asyncio.run per task with one long-lived endpoint."""
+    import asyncio
+
+    local = local_endpoint(handlers.work)
+    ep = bridge.AsyncioEndpoint(local.endpoint_id, base_url=local.base_url)
+    assert asyncio.run(ep.run_sync({"a": 1}, timeout=None)) == {"echo": {"a": 1}}
+    assert asyncio.run(ep.run_sync({"a": 2})) == {"echo": {"a": 2}}
+
+    async def close() -> None:
+        await ep.close()
+
+    asyncio.run(close())

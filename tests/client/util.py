@@ -138,11 +138,13 @@ class EdgeProxy:
 
         self.target = target.rstrip("/")
         self.dropped = 0
+        self.seen: list[str] = []  # request targets as received (absolute-form when used as a proxy)
         self.loop = LoopThread()
         proxy = self
 
         async def forward(request: web.Request) -> web.StreamResponse:
             path = request.match_info["tail"]
+            self.seen.append(str(request.url))
             if status_sync is not None and "/status-sync/" in path:
                 return web.Response(status=status_sync, text=f"{status_sync}: Not Found")
             async with proxy.session.request(
