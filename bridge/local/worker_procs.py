@@ -24,6 +24,7 @@ goes down with it. Worker output is forwarded line by line, prefixed with
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -104,6 +106,30 @@ def split_command(command: str | Sequence[str]) -> list[str]:
             "PATH (or give the interpreter's full path, e.g. .venv/bin/python handler.py)",
         )
     return argv
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec (Linux): SIGTERM it if the server process dies without
+    # stopping its workers (kill -9), instead of leaving them polling a dead port.
+    # prctl(PR_SET_PDEATHSIG=1, SIGTERM); best effort where there is no prctl.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _all_groups_killed() -> None:
+    # Interpreter exit without stop() (a script that never closed its endpoint): no orphans.
+    for supervisor in list(_LIVE):
+        for proc in list(supervisor.procs.values()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.process.pid, signal.SIGKILL)
+
+
+_LIVE: weakref.WeakSet[WorkerSupervisor] = weakref.WeakSet()
+atexit.register(_all_groups_killed)
 
 
 def _loopback(base_url: str) -> str:
@@ -192,6 +218,7 @@ class WorkerSupervisor:
         self._stopping = False
         self._slots: list[asyncio.Task[None]] = []
         host.on_lost = self.kill_lost
+        _LIVE.add(self)
         host.on_refresh = self.recycle
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -286,6 +313,7 @@ class WorkerSupervisor:
                 process = subprocess.Popen(
                     self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_die_with_parent,
                 )
             except OSError as exc:
                 self.host.retire(worker_id, "could not start")
