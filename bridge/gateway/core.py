@@ -11,11 +11,11 @@ uses) and one poller, not 10,000 polling loops.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import threading
 import time
-import uuid
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -60,6 +60,7 @@ class Gateway:
         self.settings = settings or GatewaySettings()
         self.hooks = hooks if hooks is not None else Hooks.from_settings()
         self.pid = os.getpid()
+        self._tokens = itertools.count()
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="bridge-gateway", daemon=True)
@@ -238,7 +239,7 @@ class Gateway:
 
     async def _submit(self, spec: JobSpec, handle: EndpointHandle, call: Any) -> tuple[str, dict[str, Any] | None]:
         """The job id to wait on: resumed from the journal, or submitted now and recorded."""
-        token = uuid.uuid4().hex
+        token = f"{self.pid}-{next(self._tokens)}"
         while True:
             action, job_id = await self.journal.claim(
                 spec.task_id, spec.endpoint_id, handle.base_url, token, self.settings.submit_lease

@@ -1,8 +1,8 @@
 """The multiplexed poller: one per worker process, waiting on all its in-flight jobs.
 
-One event-loop thread owns every wait. A single scheduler coroutine keeps two heaps (next
-poll time, deadline) and, every ``cancel_check`` seconds, reads the cancel keys of all
-watched tasks with one MGET per 5,000 tasks. It sends long polls (``/status-sync?wait=``)
+One event-loop thread owns every wait. A watch is a small record whose next request and
+deadline sit on the loop's timer heap; one coroutine reads, every ``cancel_check``
+seconds, the cancel keys of all watched tasks with one MGET per 5,000 tasks. It sends long polls (``/status-sync?wait=``)
 where the endpoint offers them, falling back to backed-off ``/status`` polls for that
 endpoint, all through the pooled session inside each endpoint's budget. There is no
 sleeping loop per job: a watch is a small record, and a job costs nothing between polls.
@@ -16,8 +16,6 @@ worker is shutting down: the remote job keeps running for the next worker to res
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,7 +47,7 @@ class HandedOff(Exception):
 
 class Watch:
     __slots__ = ("task_id", "handle", "job_id", "stream", "sink", "deadline", "deadline_kind",
-                 "future", "inflight", "interval", "err_since", "seq", "polls", "done")
+                 "future", "inflight", "interval", "err_since", "timer", "deadline_timer", "polls", "done")
 
     def __init__(self, task_id: str, handle: EndpointHandle, job_id: str, stream: bool,
                  sink: ChunkSink | None, deadline: float | None, deadline_kind: str,
@@ -65,7 +63,8 @@ class Watch:
         self.inflight: asyncio.Task[None] | None = None
         self.interval = 0.0
         self.err_since: float | None = None
-        self.seq = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline_timer: asyncio.TimerHandle | None = None
         self.polls = 0
         self.done = False
 
@@ -79,10 +78,6 @@ class Poller:
         self.journal = journal
         self.redis = redis
         self.watches: dict[str, set[Watch]] = {}
-        self._due: list[tuple[float, int, int, Watch]] = []
-        self._deadlines: list[tuple[float, int, Watch]] = []
-        self._count = itertools.count()
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._handing_off = False
         self.handoff_key: str | None = None  # set by the worker step (prefork children read it)
@@ -93,7 +88,7 @@ class Poller:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._schedule())
+            self._task = asyncio.get_running_loop().create_task(self._flags_loop())
 
     @property
     def in_flight(self) -> int:
@@ -111,8 +106,7 @@ class Poller:
         self.watches.setdefault(task_id, set()).add(w)
         self._schedule_poll(w, 0.0)
         if deadline is not None:
-            heapq.heappush(self._deadlines, (deadline, next(self._count), w))
-        self._wake.set()
+            w.deadline_timer = loop.call_at(deadline, self._expire, w)
         try:
             return await w.future
         finally:
@@ -128,42 +122,26 @@ class Poller:
     # -- scheduling ---------------------------------------------------------------------------
 
     def _schedule_poll(self, w: Watch, delay: float) -> None:
-        w.seq += 1
-        heapq.heappush(self._due, (asyncio.get_running_loop().time() + delay, next(self._count), w.seq, w))
+        """Start the next request for ``w`` now, or after ``delay`` on the loop's timer heap."""
+        if w.done:
+            return
+        if delay <= 0:
+            w.timer = None
+            w.inflight = asyncio.get_running_loop().create_task(self._poll(w))
+        else:
+            w.timer = asyncio.get_running_loop().call_later(delay, self._schedule_poll, w, 0.0)
 
-    async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_flags = 0.0
+    async def _flags_loop(self) -> None:
+        """Every ``cancel_check`` seconds while anything is watched: the cancel keys."""
         while True:
             try:
-                now = loop.time()
-                if now >= next_flags and (self.watches or self.handoff_key):
+                await asyncio.sleep(self.settings.cancel_check)
+                if self.watches or self.handoff_key:
                     await self._check_flags()
-                    now = loop.time()
-                    next_flags = now + self.settings.cancel_check
-                while self._deadlines and self._deadlines[0][0] <= now:
-                    _, _, w = heapq.heappop(self._deadlines)
-                    if not w.done:
-                        self._expire(w)
-                while self._due and self._due[0][0] <= now:
-                    _, _, seq, w = heapq.heappop(self._due)
-                    if not w.done and w.inflight is None and w.seq == seq:
-                        w.inflight = loop.create_task(self._poll(w))
-                wake_at = min(
-                    self._due[0][0] if self._due else now + 60,
-                    self._deadlines[0][0] if self._deadlines else now + 60,
-                    next_flags if self.watches else now + 60,
-                )
-                self._wake.clear()
-                if wake_at > loop.time():
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), wake_at - loop.time())
-                    except asyncio.TimeoutError:
-                        pass
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the scheduler must survive anything (e.g. Redis blips)
-                log.exception("bridge poller round failed; continuing")
+            except Exception:  # the poller must survive anything (e.g. Redis blips)
+                log.exception("bridge poller: checking cancel keys failed; continuing")
                 await asyncio.sleep(0.5)
 
     async def _check_flags(self) -> None:
@@ -182,6 +160,8 @@ class Poller:
                         self._stop_remote(w, Cancelled("revoked", w.job_id))
 
     def _expire(self, w: Watch) -> None:
+        if w.done:
+            return
         if w.deadline_kind == "expired":
             exc: BaseException = Cancelled("expired", w.job_id)
         else:
@@ -195,6 +175,7 @@ class Poller:
         if w.done:
             return
         w.done = True  # no more polls; the future is settled once /cancel was sent
+        self._cancel_timers(w)
         if w.inflight is not None:
             w.inflight.cancel()
         asyncio.get_running_loop().create_task(self._cancel_then_end(w, exc))
@@ -226,6 +207,7 @@ class Poller:
 
     def _end(self, w: Watch, body: dict[str, Any] | None = None, exc: BaseException | None = None) -> None:
         w.done = True
+        self._cancel_timers(w)
         if w.inflight is not None and w.inflight is not asyncio.current_task():
             w.inflight.cancel()
         if not w.future.done():
@@ -234,8 +216,15 @@ class Poller:
             else:
                 w.future.set_result(body or {})
 
+    def _cancel_timers(self, w: Watch) -> None:
+        for timer in (w.timer, w.deadline_timer):
+            if timer is not None:
+                timer.cancel()
+        w.timer = w.deadline_timer = None
+
     def _forget(self, w: Watch) -> None:
         w.done = True
+        self._cancel_timers(w)
         if w.inflight is not None and w.inflight is not asyncio.current_task():
             w.inflight.cancel()
         ws = self.watches.get(w.task_id)
@@ -281,7 +270,6 @@ class Poller:
                     self._schedule_poll(w, max(w.interval, getattr(exc, "retry_after", None) or 0.0))
             else:
                 self._end(w, exc=exc)
-            self._wake.set()
             return
         w.inflight = None
         w.err_since = None
@@ -298,7 +286,6 @@ class Poller:
                 delay = w.interval
                 w.interval = min(s.poll_max_interval, w.interval * 1.5)
             self._schedule_poll(w, delay)
-        self._wake.set()
 
     async def _stream_round(self, w: Watch, body: dict[str, Any]) -> None:
         chunks = body.get("stream") or []
