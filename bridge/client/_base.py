@@ -5,6 +5,7 @@ what each status look means for a wait or a stream."""
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +14,8 @@ from bridge import errors
 from bridge.client._policy import PollPolicy, RetryPolicy, Waiter
 from bridge.client._wire import Wire, terminal
 from bridge.status import is_terminal
+
+log = logging.getLogger("bridge.client")
 
 #: Waits shorter than this are answered by the server straight away, so a long poll that
 #: came back sooner with the same status means the server does not hold requests.
@@ -128,3 +131,10 @@ def needs_error_text(body: Mapping[str, Any]) -> bool:
 
 def now() -> float:
     return time.monotonic()
+
+
+def log_retry(endpoint_id: str, route: str, attempt: int, error: BaseException, delay: float) -> None:
+    """One debug line per retry (error texts are already scrubbed of keys)."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s /%s attempt %d failed (%s); retrying in %.2f s", endpoint_id, route, attempt,
+                  error, delay)

@@ -18,6 +18,7 @@ from bridge import errors
 from bridge.client._base import (
     EndpointBase,
     JobBase,
+    log_retry,
     long_poll_unsupported,
     needs_error_text,
     now,
@@ -117,6 +118,7 @@ class AsyncioEndpoint(EndpointBase):
             delay = self.retry_policy.next_delay(attempt, error, started, deadline)
             if delay is None:
                 raise error
+            log_retry(self.endpoint_id, call.route, attempt, error, delay)
             await asyncio.sleep(delay)
 
     # -- operations -----------------------------------------------------------------------

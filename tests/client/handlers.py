@@ -77,3 +77,15 @@ async def async_gen(job: dict[str, Any]) -> Any:
         raise ValueError("generator broke")
     if "sleep_after" in data:
         await asyncio.sleep(float(data["sleep_after"]))
+
+
+async def progress(job: dict[str, Any]) -> Any:
+    """Reports progress, then waits at its gate before returning the final output."""
+    from bridge.local import progress_update
+
+    progress_update(job, {"step": 1})
+    event = gate(job["input"]["gate"])
+    deadline = time.monotonic() + 30
+    while not event.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return {"final": True}

@@ -269,3 +269,14 @@ def test_idempotency_key_returns_the_same_job(local_endpoint, client):
     keys = {local.job_state(j.job_id)["idempotencyKey"] for j in (a, b)}
     assert len(keys) == 2 and None not in keys
     assert local.job_state(first.job_id)["idempotencyKey"] == "task-123"
+
+
+def test_progress_shows_in_fetch_but_output_waits_for_the_result(local_endpoint, client):
+    local = local_endpoint(handlers.progress)
+    ep = client(local)
+    gate = f"g-{uuid.uuid4()}"
+    job = ep.run({"gate": gate})
+    body = wait_until(lambda: (b := job.fetch()).get("output") and b, what="progress visible")
+    assert body["status"] == "IN_PROGRESS" and body["output"] == {"step": 1}
+    handlers.gate(gate).set()
+    assert job.output(timeout=10) == {"final": True}

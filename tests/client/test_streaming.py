@@ -38,12 +38,13 @@ def test_chunks_arrive_before_the_job_ends(local_endpoint, client):
     assert list(stream) == ["tok1", "tok2"]
 
 
-def test_stream_of_a_plain_handler_ends_quietly(local_endpoint, client):
-    local = local_endpoint(handlers.work)
+@pytest.mark.parametrize("handler", [handlers.wrap, handlers.work], ids=["sync", "async"])
+def test_stream_of_a_plain_handler_ends_quietly(local_endpoint, client, handler):
+    local = local_endpoint(handler)
     ep = client(local)
     job = ep.run({"x": 1})
     assert list(job.stream()) == []
-    assert job.output() == {"echo": {"x": 1}}
+    assert job.output() in ({"echo": {"x": 1}}, {"got": {"x": 1}})
 
 
 @pytest.mark.parametrize("handler", [handlers.sync_gen, handlers.async_gen], ids=["sync-gen", "async-gen"])
