@@ -15,9 +15,9 @@ def main() -> None:
 
 def _register() -> None:
     # One line per area; each module exposes register(group).
-    from bridge.cli import batch_cmd, client_cmds, gateway_cmd, plugins_cmd, serve
+    from bridge.cli import batch_cmd, client_cmds, demo, gateway_cmd, plugins_cmd, serve
 
-    for module in (serve, client_cmds, batch_cmd, gateway_cmd, plugins_cmd):
+    for module in (serve, client_cmds, batch_cmd, gateway_cmd, plugins_cmd, demo):
         module.register(main)
 
 
