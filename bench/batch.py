@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import resource
 import statistics
@@ -190,6 +191,7 @@ def sdk_stream(base_url: str, streams: int, job: dict[str, Any]) -> list[float]:
     import runpod
 
     runpod.api_key, runpod.endpoint_url_base = "bench", base_url
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # the SDK's pool of 10 warns at 50 threads
     endpoint = runpod.Endpoint("stream-sdk")
     lat: list[float] = []
     lock = threading.Lock()
@@ -342,10 +344,7 @@ def main() -> int:
     if args.memory_child:
         memory_child(int(args.memory_child[0]), args.memory_child[1])
         return 0
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.ERROR)  # the SDK's pool of 10 warns at 50 threads
     rows: list[tuple[str, str, str, str, str]] = []
     quick = args.quick
     parts = {
