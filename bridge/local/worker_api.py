@@ -235,7 +235,7 @@ class WorkerHost:
     def _lose_jobs(self, record: WorkerRecord, message: str) -> list[str]:
         lost = []
         for job in list(record.jobs.values()):
-            if _time_out(self.store, job, message):
+            if self.store.time_out(job, message):
                 lost.append(job.id)
         record.jobs.clear()
         if lost:
@@ -301,7 +301,7 @@ class WorkerHost:
                     continue
                 if _gone(request) or self.closing or record.retired:
                     # Nobody will read the answer: hand the job to the next taker.
-                    _release(self.store, job)
+                    self.store.release(job)
                     return []
                 if not self.store.start(job):
                     continue  # cancelled, purged or expired while queued
@@ -400,28 +400,6 @@ def worker_result(body: dict[str, Any]) -> tuple[Any, str | None]:
     # in-process runner, so the error is not lost.
     text = error if isinstance(error, str) else json.dumps(error, default=str)
     return output, text
-
-
-def _time_out(store: JobStore, job: LocalJob, message: str) -> bool:
-    """End a running job TIMED_OUT with ``message``; False if it had already ended."""
-    public = getattr(store, "time_out", None)
-    if public is not None:
-        return bool(public(job, message))
-    if job.status != "IN_PROGRESS":  # pragma: no cover - until JobStore.time_out exists
-        return False
-    store._end(job, "TIMED_OUT", MISSING, message)
-    return True
-
-
-def _release(store: JobStore, job: LocalJob) -> None:
-    """Put a taken-but-not-started job back at the head of the queue."""
-    public = getattr(store, "release", None)
-    if public is not None:
-        public(job)
-        return
-    queue = store._low if job.low_priority else store._queue  # pragma: no cover - until JobStore.release
-    queue.appendleft((job.enqueued, job))
-    store._has_work.set()
 
 
 def _gone(request: web.Request) -> bool:

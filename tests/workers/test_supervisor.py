@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,15 +58,42 @@ def test_worker_routes_need_the_worker_token(sync_worker: LocalEndpoint) -> None
     assert requests.get(f"{sync_worker.base_url}/nope/ping/w?worker_token=x", timeout=10).status_code == 404
 
 
-def test_crash_looping_worker_is_unhealthy_and_loses_no_queued_job() -> None:
-    ep = make_worker_endpoint([sys.executable, "-c", "import sys; sys.exit(3)"], endpoint_id="crashy")
+@pytest.fixture(scope="module")
+def crashy() -> Iterator[LocalEndpoint]:
+    """A worker command that always exits at once; hand-made workers may join (accept_unknown)."""
+    ep = make_worker_endpoint([sys.executable, "-c", "import sys; sys.exit(3)"], endpoint_id="crashy",
+                              worker_options={"accept_unknown": True, "hold": 2.0})
     try:
-        wait_until(lambda: ep.health()["workers"]["unhealthy"] == 1, timeout=20)
-        job_id = requests.post(ep.url("run"), json={"input": {}}, timeout=10).json()["id"]
-        wait_until(lambda: runner(ep).supervisor.restarts >= 2, timeout=20)
-        assert job_field(ep, job_id) == "IN_QUEUE"
+        yield ep
     finally:
         ep.close()
+
+
+def test_crash_looping_worker_is_unhealthy_and_loses_no_queued_job(crashy: LocalEndpoint) -> None:
+    wait_until(lambda: crashy.health()["workers"]["unhealthy"] == 1, timeout=20)
+    job_id = requests.post(crashy.url("run"), json={"input": {}}, timeout=10).json()["id"]
+    restarts = runner(crashy).supervisor.restarts
+    wait_until(lambda: runner(crashy).supervisor.restarts > restarts, timeout=20)
+    assert job_field(crashy, job_id) == "IN_QUEUE"
+    requests.post(crashy.url("cancel", job_id), timeout=10)
+
+
+def test_a_job_taken_by_a_poll_whose_worker_hung_up_goes_to_the_next_worker(crashy: LocalEndpoint) -> None:
+    token = runner(crashy).host.token
+    take = f"{crashy.base_url}/crashy/job-take/{{}}?gpu=x&worker_token={token}"
+    # A hand-made worker opens a job-take poll and hangs up before a job arrives ...
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(take.format("hangs-up"), timeout=0.3)
+    job_id = requests.post(crashy.url("run"), json={"input": {"n": 1}}, timeout=10).json()["id"]
+    # ... the job it would have been handed is released, and the next poll gets it.
+    got = requests.get(take.format("next"), timeout=10)
+    assert got.status_code == 200 and got.json() == {"id": job_id, "input": {"n": 1}}
+    assert job_field(crashy, job_id) == "IN_PROGRESS"
+    done = f"{crashy.base_url}/crashy/job-done/next/{job_id}?gpu=x&isStream=false&worker_token={token}"
+    # The SDK's encoding: JSON text labelled as a form.
+    requests.post(done, data='{"output": {"ok": true}}', timeout=10,
+                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert job_field(crashy, job_id) == "COMPLETED" and job_field(crashy, job_id, "output") == {"ok": True}
 
 
 @pytest.mark.slow
