@@ -52,6 +52,10 @@ class EndpointBase:
         # next() on itertools.count is atomic under the GIL, unlike ``+= 1``.
         self._sent = next(self._counter) + 1
 
+    def _new_job(self, job_id: str, body: Mapping[str, Any] | None = None) -> JobBase:
+        """A job object of this endpoint's flavour."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.endpoint_id!r}, base_url={self.base_url!r})"
 
