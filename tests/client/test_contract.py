@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from bridge import errors
+from bridge.testing import wait_until
 
 from . import handlers
-from .util import wait_until
 
 
 def test_run_then_output_returns_the_handler_result(local_endpoint, client):
@@ -31,7 +31,7 @@ def test_output_waits_for_a_running_job_instead_of_returning_none(local_endpoint
     ep = client(local)
     gate = f"g-{uuid.uuid4()}"
     job = ep.run({"gate": gate})
-    wait_until(lambda: job.fetch()["status"] == "IN_PROGRESS", what="job running")
+    wait_until(lambda: job.fetch()["status"] == "IN_PROGRESS")
     handlers.gate(gate).set()
     assert job.output(timeout=10) == {"echo": {"gate": gate}}
 
@@ -143,7 +143,7 @@ def test_cancel_a_running_job(local_endpoint, client):
     local = local_endpoint(handlers.work)
     ep = client(local)
     job = ep.run({"sleep": 30})
-    wait_until(lambda: job.fetch()["status"] == "IN_PROGRESS", what="job running")
+    wait_until(lambda: job.fetch()["status"] == "IN_PROGRESS")
     assert job.cancel() == {"id": job.job_id, "status": "CANCELLED"}
     with pytest.raises(errors.JobCancelled) as info:
         job.output()
@@ -160,7 +160,7 @@ def test_cancel_a_queued_job(local_endpoint, client):
     gate = f"g-{uuid.uuid4()}"
     blocker = ep.run({"gate": gate})
     queued = ep.run({"x": 1})
-    wait_until(lambda: blocker.fetch()["status"] == "IN_PROGRESS", what="blocker running")
+    wait_until(lambda: blocker.fetch()["status"] == "IN_PROGRESS")
     assert queued.status() == "IN_QUEUE"
     assert queued.cancel()["status"] == "CANCELLED"
     handlers.gate(gate).set()
@@ -176,7 +176,7 @@ def test_purge_removes_queued_jobs_only(local_endpoint, client):
     gate = f"g-{uuid.uuid4()}"
     running = ep.run({"gate": gate})
     queued = [ep.run({"i": i}) for i in range(3)]
-    wait_until(lambda: running.fetch()["status"] == "IN_PROGRESS", what="job running")
+    wait_until(lambda: running.fetch()["status"] == "IN_PROGRESS")
     assert ep.purge_queue() == {"removed": 3, "status": "completed"}
     for job in queued:
         with pytest.raises(errors.NotFound):
@@ -276,7 +276,7 @@ def test_progress_shows_in_fetch_but_output_waits_for_the_result(local_endpoint,
     ep = client(local)
     gate = f"g-{uuid.uuid4()}"
     job = ep.run({"gate": gate})
-    body = wait_until(lambda: (b := job.fetch()).get("output") and b, what="progress visible")
+    body = wait_until(lambda: (b := job.fetch()).get("output") and b)
     assert body["status"] == "IN_PROGRESS" and body["output"] == {"step": 1}
     handlers.gate(gate).set()
     assert job.output(timeout=10) == {"final": True}

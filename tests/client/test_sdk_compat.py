@@ -13,8 +13,9 @@ import aiohttp
 import pytest
 import runpod
 
+from bridge.testing import wait_until
+
 from . import handlers
-from .util import wait_until
 
 KEY = "rpa_SDKCOMPATKEY000001"
 
@@ -64,7 +65,7 @@ def test_sdk_sync_cancel_health_purge(sdk_endpoint):
     gate = f"g-{uuid.uuid4()}"
     running = ep.run({"input": {"gate": gate}})
     queued = [ep.run({"input": {"i": i}}) for i in range(2)]
-    wait_until(lambda: running.status() == "IN_PROGRESS", what="job running")
+    wait_until(lambda: running.status() == "IN_PROGRESS")
     health = ep.health()
     assert health["jobs"]["inQueue"] == 2 and health["jobs"]["inProgress"] == 1
     assert ep.purge_queue() == {"removed": 2, "status": "completed"}

@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from bridge import errors
+from bridge.testing import wait_until
 
 from . import handlers
-from .util import wait_until
 
 
 @pytest.mark.parametrize("handler", [handlers.sync_gen, handlers.async_gen], ids=["sync-gen", "async-gen"])
@@ -82,7 +82,7 @@ def test_stream_ends_quietly_on_cancel(local_endpoint, client):
     assert next(stream) == "tok0"
     job.cancel()
     assert list(stream) == []
-    wait_until(lambda: local.job_state(job.job_id)["status"] == "CANCELLED", what="cancelled")
+    wait_until(lambda: local.job_state(job.job_id)["status"] == "CANCELLED")
 
 
 def test_stream_timeout(local_endpoint, client):

@@ -7,7 +7,7 @@ import inspect
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -108,21 +108,6 @@ class WebhookReceiver:
         self.server.shutdown()
         self.server.server_close()
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it is truthy (a liveness deadline, not a sleep)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    interval = 0.005
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(interval)
-        interval = min(0.1, interval * 2)
 
 
 class EdgeProxy:
