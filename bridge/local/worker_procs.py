@@ -216,6 +216,7 @@ class WorkerSupervisor:
         self.restarts = 0
         self.base_url: str | None = None
         self._stopping = False
+        self._stop_event: asyncio.Event | None = None
         self._slots: list[asyncio.Task[None]] = []
         host.on_lost = self.kill_lost
         _LIVE.add(self)
@@ -228,6 +229,7 @@ class WorkerSupervisor:
         if self._slots:
             return
         self.base_url = _loopback(base_url)
+        self._stop_event = asyncio.Event()
         self.host.start()
         loop = asyncio.get_running_loop()
         self._slots = [loop.create_task(self._slot(i + 1)) for i in range(self.count)]
@@ -235,6 +237,8 @@ class WorkerSupervisor:
     async def stop(self) -> None:
         """SIGTERM every worker, release their polls, SIGKILL stragglers after ``stop_grace``."""
         self._stopping = True
+        if self._stop_event is not None:
+            self._stop_event.set()  # slots waiting out a restart back-off end now
         for proc in list(self.procs.values()):
             self._signal(proc, signal.SIGTERM)
         await self.host.close()
@@ -362,7 +366,9 @@ class WorkerSupervisor:
         waiting = f"w{slot}-{generation + 1}"
         self.host.register(waiting).unhealthy = True
         try:
-            await asyncio.sleep(delay)
+            if self._stop_event is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), delay)
         finally:
             self.host.workers.pop(waiting, None)
 
