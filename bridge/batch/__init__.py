@@ -70,6 +70,7 @@ def batch(
     webhooks: Any = None,
     api_key: str | None = None,
     base_url: str | None = None,
+    hooks: Any = None,
 ) -> BatchHandle:
     """Run ``endpoint_id`` over every input; returns a handle at once.
 
@@ -82,6 +83,8 @@ def batch(
       storing results per job in Redis (see :mod:`bridge.batch.celery`).
     - ``webhooks``: a :class:`bridge.webhooks.WebhookReceiver` to be told of job ends instead
       of polling for them.
+    - ``hooks``: the plugin pipeline (:class:`bridge.hooks.Hooks`) run around each job in this
+      process (default: ``Hooks.from_settings()``; Celery mode runs the workers' own).
     """
     options = Options(
         concurrency=concurrency or env_int("BRIDGE_BATCH_CONCURRENCY", DEFAULT_CONCURRENCY),
@@ -108,7 +111,7 @@ def batch(
         os.close(fd)
     store, batch_id = open_journal(journal, batch_id, endpoint_id)
     waiter = webhooks.waiter() if webhooks is not None else None
-    handle = LocalBatch(batch_id, endpoint_id, inputs, store, options, waiter=waiter, total=total)
+    handle = LocalBatch(batch_id, endpoint_id, inputs, store, options, waiter=waiter, total=total, hooks=hooks)
     if owns_temp:
         handle.temp_journal = journal  # type: ignore[attr-defined]
     return handle

@@ -101,6 +101,7 @@ class Engine:
         waiter: Waiter | None = None,
         endpoint_factory: Callable[[], Any] | None = None,
         on_finish: Callable[[int], None] | None = None,
+        hooks: Any = None,
     ) -> None:
         self.batch_id = batch_id
         self.endpoint_id = endpoint_id
@@ -113,12 +114,16 @@ class Engine:
         self._poller = PollWaiter(status_rate=default_rate("status", self.base_url))
         self._endpoint_factory = endpoint_factory
         self._on_finish = on_finish
+        if hooks is None:
+            from bridge.hooks import Hooks
+
+            hooks = Hooks.from_settings()  # the same plugins the gateway runs; none cost ~nothing
+        self.hooks = hooks
         self.run_pacer = Pacer(default_rate("run", self.base_url, options.run_rate))
         self.cancel_pacer = Pacer(default_rate("cancel", self.base_url, options.cancel_rate))
         self.gate = Gate(options.concurrency, options.max_queue_depth)
         self.cancel_event = asyncio.Event()
         self.total: int | None = None
-        self._jobs: dict[int, tuple[int, str | None]] = {}  # index -> (attempt, job id) in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._ep: Any = None
 
@@ -205,43 +210,80 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _context(self, index: int, attempt: int) -> Any:
+        return self.hooks.context(self.endpoint_id, base_url=self.base_url, attempt=attempt,
+                                  meta={"batch_id": self.batch_id, "index": index})
+
     async def _one(self, index: int, value: Any, attempt: int, job_id: str | None) -> None:
         self.counters.in_flight += 1
-        self._jobs[index] = (attempt, job_id)
+        ctx = self._context(index, attempt)
         try:
-            if job_id is None:
-                job_id = await self._submit(index, value, attempt)
-                if job_id is None:  # cancelled before the endpoint accepted anything
-                    return
-                self._jobs[index] = (attempt, job_id)
-                self.store.submitted(index, attempt, job_id)
-            if self.cancel_event.is_set():
-                await self._cancel_remote(index, attempt, job_id)
-                return
-            body = await self._wait(index, job_id)
-            if body is None:
-                await self._cancel_remote(index, attempt, job_id)
-                return
-            status = str(body.get("status"))
-            if status == "COMPLETED":
-                self.store.finished(index, st.DONE, attempt, job_id, body.get("output"))
-                self.counters.done += 1
-            else:
-                self.store.finished(index, st.FAILED, attempt, job_id, status_error(status, body))
-                self.counters.failed += 1
+            await self._job(index, value, attempt, job_id, ctx)
         except errors.BridgeError as exc:
-            self.store.finished(index, st.FAILED, attempt, job_id, error_dict(exc))
-            self.counters.failed += 1
+            self._failed(index, ctx.attempt, ctx.job_id, error_dict(exc))
+            await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
         except Exception as exc:  # a bug or a broken plugin must not hang the batch
             log.exception("input %d of batch %s failed unexpectedly", index, self.batch_id)
-            self.store.finished(index, st.FAILED, attempt, job_id, error_dict(exc))
-            self.counters.failed += 1
+            self._failed(index, ctx.attempt, ctx.job_id, error_dict(exc))
         finally:
-            self._jobs.pop(index, None)
             self.counters.in_flight -= 1
             await self.gate.leave(index)
             if self._on_finish is not None:
                 self._on_finish(index)
+
+    async def _job(self, index: int, value: Any, attempt: int, job_id: str | None, ctx: Any) -> None:
+        resumed = job_id is not None
+        ctx.attempt, ctx.job_id = attempt, job_id
+        if job_id is None:
+            payload = await self.hooks.atransform_input(ctx, value)  # JobRejected: a veto
+            hit, output = await self.hooks.alookup(ctx, payload)
+            if hit:  # e.g. a cache: nothing is submitted
+                await self._completed(index, attempt, None, output, ctx, {})
+                return
+            job_id = await self._submit(index, payload, attempt)
+            if job_id is None:  # cancelled before the endpoint accepted anything
+                return
+            ctx.job_id = job_id
+            self.store.submitted(index, attempt, job_id)
+            await self.hooks.anotify("submitted", ctx, input=None)
+        if self.cancel_event.is_set():
+            await self._cancel_remote(index, attempt, job_id)
+            return
+        try:
+            body = await self._wait(index, job_id)
+        except errors.NotFound:
+            if not resumed:
+                raise
+            # The job recorded before a restart is gone (expired, purged): run it again,
+            # with a fresh key since the old one may still map to the vanished job.
+            await self._job(index, value, attempt + 1, None, ctx)
+            return
+        if body is None:
+            await self._cancel_remote(index, attempt, job_id)
+            return
+        status = str(body.get("status"))
+        if status == "COMPLETED":
+            await self._completed(index, attempt, job_id, body.get("output"), ctx, body)
+            return
+        error = status_error(status, body)
+        self._failed(index, attempt, job_id, error)
+        exc_type = {"FAILED": errors.JobFailed, "CANCELLED": errors.JobCancelled,
+                    "TIMED_OUT": errors.JobTimedOut}.get(status, errors.JobFailed)
+        await self.hooks.anotify("failed", ctx, error=exc_type(error["message"], job_id, self.endpoint_id, None,
+                                                               error.get("error")),
+                                 delay_ms=body.get("delayTime"), execution_ms=body.get("executionTime"))
+
+    async def _completed(self, index: int, attempt: int, job_id: str | None, output: Any, ctx: Any,
+                         body: dict[str, Any]) -> None:
+        output = await self.hooks.atransform_output(ctx, output)
+        self.store.finished(index, st.DONE, attempt, job_id, output)
+        self.counters.done += 1
+        await self.hooks.anotify("completed", ctx, output=output, delay_ms=body.get("delayTime"),
+                                 execution_ms=body.get("executionTime"))
+
+    def _failed(self, index: int, attempt: int, job_id: str | None, error: dict[str, Any]) -> None:
+        self.store.finished(index, st.FAILED, attempt, job_id, error)
+        self.counters.failed += 1
 
     async def _submit(self, index: int, value: Any, attempt: int) -> str | None:
         key = idempotency_key(self.batch_id, index, attempt)

@@ -29,6 +29,7 @@ class LocalBatch(BatchHandle):
         waiter: Waiter | None = None,
         owns_store: bool = True,
         total: int | None = None,
+        hooks: Any = None,
     ) -> None:
         super().__init__(batch_id, store)
         self._expected_total = total
@@ -36,7 +37,7 @@ class LocalBatch(BatchHandle):
         self._owns_store = owns_store
         self._loop = asyncio.new_event_loop()
         self.engine = Engine(
-            batch_id, endpoint_id, inputs, store, options, waiter=waiter, on_finish=self._notify
+            batch_id, endpoint_id, inputs, store, options, waiter=waiter, on_finish=self._notify, hooks=hooks
         )
         self._thread = threading.Thread(target=self._main, name=f"bridge-batch-{batch_id}", daemon=True)
         self._thread.start()

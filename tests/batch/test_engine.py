@@ -10,6 +10,10 @@ import bridge.batch
 from bridge.batch import batch
 from bridge.batch.admission import Gate, Pacer, Rate
 from bridge.batch.store import SqliteStore
+from bridge.errors import JobRejected
+from bridge.hooks import Hooks
+from bridge.hookspecs import hookimpl
+from bridge.plugins import make_plugin_manager
 
 from .conftest import flaky_handler, is_failing, slow_handler, wait_until
 
@@ -34,6 +38,36 @@ def test_results_as_they_complete_and_in_order(local_endpoint, tmp_path):
     again = batch([{"x": i} for i in range(100)], "ep", base_url=ep.base_url, journal=str(tmp_path / "j.sqlite"))
     assert [r.status for r in again.results(timeout=30)] == [r.status for r in ordered]
     assert ep.submissions() == before
+
+
+class Doubler:
+    """A plugin: rejects negative inputs, answers x == 0 from a "cache", wraps outputs."""
+
+    @hookimpl
+    def bridge_transform_input(self, ctx, input):
+        if input["x"] < 0:
+            raise JobRejected("negative input", None, ctx.endpoint_id)
+        return {"x": input["x"] * 2}
+
+    @hookimpl
+    def bridge_lookup(self, ctx, input):
+        return {"y": "cached"} if input["x"] == 0 else None
+
+    @hookimpl
+    def bridge_transform_output(self, ctx, output):
+        return {"wrapped": output, "index": ctx.meta["index"]}
+
+
+def test_plugins_run_around_each_job(local_endpoint):
+    ep = local_endpoint(lambda job: {"y": job["input"]["x"]}, endpoint_id="echo")
+    pm = make_plugin_manager(environ={}, first_party=False, entry_points=False, extra={"doubler": Doubler()})
+    handle = batch([{"x": 0}, {"x": 1}, {"x": -1}, {"x": 3}], "echo", base_url=ep.base_url, hooks=Hooks(pm))
+    results = handle.results(timeout=30)
+    assert results[0].output == {"wrapped": {"y": "cached"}, "index": 0} and results[0].job_id is None
+    assert results[1].output == {"wrapped": {"y": 2}, "index": 1}
+    assert results[2].status == "FAILED" and results[2].error["type"] == "JobRejected"
+    assert results[3].output == {"wrapped": {"y": 6}, "index": 3}
+    assert ep.submissions() == 2  # the cache hit and the veto sent nothing
 
 
 def test_cancel_cancels_every_remote_job_and_resume_uses_fresh_keys(local_endpoint, tmp_path):
@@ -103,3 +137,16 @@ def test_rate_parsing():
     assert Rate.parse("1000/10s") == Rate(1000, 10.0)
     assert Rate.parse((5, 1)) == Rate(5, 1.0)
     assert Rate.parse("off") is None
+
+
+def test_resumed_job_that_vanished_is_run_again(local_endpoint, tmp_path):
+    ep = local_endpoint(lambda job: {"y": job["input"]["x"]}, endpoint_id="echo")
+    journal = str(tmp_path / "j.sqlite")
+    store = SqliteStore(journal)
+    store.set_meta("batch_id", "gone")
+    store.submitted(0, 0, "no-such-job")  # a journal from a run whose job has since expired
+    store.close()
+    handle = batch([{"x": 5}], "echo", base_url=ep.base_url, journal=journal, batch_id="gone")
+    [result] = handle.results(timeout=30)
+    assert result.output == {"y": 5} and result.job_id != "no-such-job"
+    assert ep.job_state(result.job_id)["idempotencyKey"] == "bridge-batch-gone-0-1"
