@@ -28,7 +28,7 @@ def gateway_command(host: str, port: int, redis_url: str | None, webhooks: bool,
     from bridge.sse import add_routes
 
     url = redis_url or default_redis_url()
-    app = web.Application()
+    app = web.Application(client_max_size=32 * 2**20)  # webhook bodies carry whole outputs
     add_routes(app, url, cors_origin=cors_origin)
     if webhooks:
         from bridge.webhooks.receiver import add_routes as add_webhook_routes

@@ -102,7 +102,11 @@ def add_routes(app: web.Application, redis_url: str) -> None:
     app.router.add_post("/webhooks/{ref}", webhook_handler)
 
 
+#: Largest webhook body accepted: RunPod outputs go up to 20 MB (aiohttp's default is 1 MB).
+MAX_BODY = 32 * 2**20
+
+
 def make_app(redis_url: str) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY)
     add_routes(app, redis_url)
     return app

@@ -14,6 +14,8 @@ from bridge import keys
 from bridge.sse import make_app
 from bridge.streams import aread_stream, read_stream
 
+from .conftest import wait_until
+
 
 def append(r: redis.Redis, task_id: str, chunk: object) -> str:
     return r.xadd(keys.stream(task_id), {"chunk": json.dumps(chunk)}).decode()
@@ -145,3 +147,45 @@ async def test_sse_relays_and_resumes_with_last_event_id(redis_url):
         assert rest[-1]["event"] == "end" and json.loads(rest[-1]["data"])["status"] == "COMPLETED"
     finally:
         await runner.cleanup()
+
+
+def test_bridge_gateway_command_serves_streams(redis_url):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    from bridge.embedded_redis import free_port
+
+    r = redis.Redis.from_url(redis_url)
+    append(r, "t6", {"hello": "world"})
+    finish(r, "t6")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("bridge")), "gateway", "--port", str(port), "--redis-url", redis_url,
+         "--webhooks"], env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+    def listening() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_until(listening, 20, "bridge gateway listening")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/streams/t6", timeout=10) as resp:
+            text = resp.read().decode()
+        assert 'event: chunk\ndata: {"hello": "world"}' in text and "event: end" in text
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/x?token=bad", data=b"{}", method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=10)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403
+        else:
+            raise AssertionError("a forged webhook was accepted")
+    finally:
+        proc.terminate()
+        proc.wait(10)
