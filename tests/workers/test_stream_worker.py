@@ -13,6 +13,7 @@ from bridge.testing import LocalEndpoint
 
 from .conftest import make_worker_endpoint, wait_ready, worker_command
 
+API_KEY = "local-key-for-the-stream-tests"
 TOKENS = ["The", "quick", "brown", "fox"]
 CHUNKS = [{"token": t, "i": i} for i, t in enumerate(TOKENS)]
 
@@ -20,8 +21,9 @@ CHUNKS = [{"token": t, "i": i} for i, t in enumerate(TOKENS)]
 @pytest.fixture(scope="module")
 def stream_workers() -> Iterator[LocalEndpoint]:
     """Endpoint "gen": a sync generator; endpoint "agg": an async generator with
-    return_aggregate_stream (both set in the worker file, as on RunPod)."""
-    ep = make_worker_endpoint(worker_command("stream_handler.py"), endpoint_id="gen")
+    return_aggregate_stream (both set in the worker file, as on RunPod). The server requires
+    an API key: the workers use their own token, clients the key."""
+    ep = make_worker_endpoint(worker_command("stream_handler.py"), endpoint_id="gen", api_key=API_KEY)
     try:
         ep.add_endpoint("agg", None, worker_command=worker_command("stream_handler.py", "--aggregate", "--async-gen"),
                         worker_options={"quiet": True, "stop_grace": 5.0})
@@ -33,7 +35,7 @@ def stream_workers() -> Iterator[LocalEndpoint]:
 
 
 def client(ep: LocalEndpoint, endpoint_id: str) -> bridge.Endpoint:
-    return bridge.Endpoint(endpoint_id, base_url=ep.base_url)
+    return bridge.Endpoint(endpoint_id, base_url=ep.base_url, api_key=API_KEY)
 
 
 def test_generator_chunks_stream_in_order_and_output_is_empty(stream_workers: LocalEndpoint) -> None:
@@ -82,6 +84,14 @@ def test_official_sdk_streams_from_a_real_generator_worker(stream_workers: Local
     import runpod
 
     monkeypatch.setattr(runpod, "endpoint_url_base", stream_workers.base_url)
-    monkeypatch.setattr(runpod, "api_key", "unused-locally")
+    monkeypatch.setattr(runpod, "api_key", API_KEY)
     job = runpod.Endpoint("gen").run({"input": {"tokens": TOKENS}})
     assert list(job.stream()) == CHUNKS
+
+
+def test_the_api_key_guards_the_public_routes_not_the_worker_routes(stream_workers: LocalEndpoint) -> None:
+    import requests
+
+    assert requests.post(stream_workers.url("run", endpoint_id="gen"), json={"input": {}}, timeout=10).status_code == 401
+    # The workers took and finished every job above without the key: nothing is stuck.
+    assert stream_workers.health("gen")["jobs"]["inQueue"] == 0
