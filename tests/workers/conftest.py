@@ -9,7 +9,6 @@ the shared workers idle (no job still running) when they end.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,27 +16,16 @@ from typing import Any
 import pytest
 
 from bridge.local.worker_procs import WorkerRunner
-from bridge.testing import LocalEndpoint
+from bridge.testing import LocalEndpoint, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "runpod_worker"
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+
+__all__ = ["wait_until"]  # re-exported for the test modules (bridge.testing's)
 
 
 def worker_command(script: str, *flags: str) -> list[str]:
     """The command that runs one of the example workers with this interpreter."""
     return [sys.executable, str(EXAMPLES / script), *flags]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        time.sleep(interval)
 
 
 def on_loop(ep: LocalEndpoint, fn: Callable[[], Any]) -> Any:

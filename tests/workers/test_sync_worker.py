@@ -26,6 +26,14 @@ def client(idle_sync_worker: LocalEndpoint):
         yield endpoint
 
 
+def blocked_job(client: bridge.Endpoint, ep: LocalEndpoint, release: Path) -> tuple[bridge.Job, str]:
+    """A job running on a worker until ``release`` exists, and the id of that worker."""
+    job = client.run({"op": "progress", "release": str(release)})
+    wait_until(lambda: job.status() == "IN_PROGRESS", timeout=20)
+    wid = wait_until(lambda: holder(ep, job.job_id), timeout=5)
+    return job, wid
+
+
 def test_plain_handler_output_comes_back_from_the_worker_process(client, idle_sync_worker):
     out = client.run_sync({"op": "echo", "x": 1}, timeout=30)
     assert out["echo"] == {"op": "echo", "x": 1}
@@ -98,10 +106,7 @@ def test_idle_workers_long_poll_instead_of_spinning(client, idle_sync_worker):
 
 def test_cancel_of_a_sync_handler_drops_its_late_result(client, idle_sync_worker, tmp_path: Path):
     release = tmp_path / "release"
-    job = client.run({"op": "progress", "release": str(release)})
-    wait_until(lambda: job.status() == "IN_PROGRESS", timeout=20)
-    wid = holder(idle_sync_worker, job.job_id)
-    assert wid is not None
+    job, _wid = blocked_job(client, idle_sync_worker, release)
     assert job.cancel()["status"] == "CANCELLED"
     # A sync handler cannot be interrupted; let it return: its result must not revive the job.
     release.touch()
@@ -136,10 +141,7 @@ def test_refresh_worker_recycles_the_worker_process(client, idle_sync_worker):
 
 def test_worker_killed_mid_job_times_out_the_job_and_is_replaced(client, idle_sync_worker, tmp_path: Path):
     release = tmp_path / "release"
-    job = client.run({"op": "progress", "release": str(release)})
-    wait_until(lambda: job.status() == "IN_PROGRESS", timeout=20)
-    wid = holder(idle_sync_worker, job.job_id)
-    assert wid is not None
+    job, wid = blocked_job(client, idle_sync_worker, release)
     os.kill(pids(idle_sync_worker)[wid], signal.SIGKILL)
     with pytest.raises(errors.JobTimedOut) as info:
         job.output(timeout=30)
