@@ -189,9 +189,11 @@ def retry(job: JobBase) -> Plan[dict[str, Any]]:
     return body
 
 
-def stream(job: JobBase, timeout: float | None) -> Plan[None]:
+def stream(job: JobBase, timeout: float | None, batches: bool = False) -> Plan[None]:
     """Emit chunk outputs until the job ends: quietly on COMPLETED and CANCELLED, with the
-    typed error after the last chunk on FAILED and TIMED_OUT."""
+    typed error after the last chunk on FAILED and TIMED_OUT. With ``batches`` each
+    non-empty read is emitted as one list (fewer wake-ups for a consumer that forwards
+    chunks, such as the gateway writing them to Redis)."""
     ep = job._endpoint_base
     waiter = Waiter(timeout, ep.poll_policy, stream=True)
     seen = job.last_status
@@ -201,8 +203,11 @@ def stream(job: JobBase, timeout: float | None) -> Plan[None]:
         body = yield from send(ep, ep._wire.stream(job.job_id, hold), waiter.deadline)
         chunks = stream_chunks(body)
         seen = body.get("status")
-        for chunk in chunks:
-            yield Emit(chunk)
+        if batches and chunks:
+            yield Emit(chunks)
+        elif not batches:
+            for chunk in chunks:
+                yield Emit(chunk)
         if stream_ended(body, chunks):
             if needs_error_text(body):
                 body = yield from fetch(job, None)

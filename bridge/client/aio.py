@@ -210,6 +210,11 @@ class AsyncioJob(JobBase):
         async for chunk in self.endpoint._emitted(plans.stream(self, timeout)):
             yield chunk
 
+    async def stream_batches(self, timeout: float | None = None) -> AsyncIterator[list[Any]]:
+        """Like :meth:`stream`, but one list per read of ``/stream`` (never empty)."""
+        async for batch in self.endpoint._emitted(plans.stream(self, timeout, batches=True)):
+            yield batch
+
     async def cancel(self, timeout: float = 3) -> dict[str, Any]:
         return await self.endpoint._drive(plans.cancel(self, timeout))
 

@@ -196,6 +196,10 @@ class Job(JobBase):
         and CANCELLED; raises JobFailed/JobTimedOut after the last chunk."""
         yield from self.endpoint._steps(plans.stream(self, timeout))
 
+    def stream_batches(self, timeout: float | None = None) -> Iterator[list[Any]]:
+        """Like :meth:`stream`, but one list per read of ``/stream`` (never empty)."""
+        yield from self.endpoint._steps(plans.stream(self, timeout, batches=True))
+
     def cancel(self, timeout: float = 3) -> dict[str, Any]:
         """``POST /cancel``: stop the job (queued or running)."""
         return self.endpoint._drive(plans.cancel(self, timeout))

@@ -96,3 +96,11 @@ def test_stream_timeout(local_endpoint, client):
             seen.append(chunk)
     assert seen == ["tok0"]
     handlers.gate(gate).set()
+
+
+def test_stream_batches_group_chunks_per_read(local_endpoint, client):
+    local = local_endpoint(handlers.sync_gen)
+    ep = client(local)
+    job = ep.run({"n": 5})
+    job.output(timeout=10)  # all five chunks are waiting: one read returns them together
+    assert list(job.stream_batches()) == [[{"i": i} for i in range(5)]]
