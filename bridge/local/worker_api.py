@@ -83,6 +83,10 @@ _SLICE = 0.5
 #: job's task (right after the take) is otherwise ignored by it.
 _STOP_DELIVERIES, _STOP_REDELIVER = 5, 1.0
 
+#: Largest job-done or job-stream body a worker may send (RunPod's /runsync payload limit;
+#: RunPod rejects larger results with 400 as well).
+MAX_RESULT_BYTES = 20 * 1024 * 1024
+
 #: Delay before answering a worker request that failed authentication, so a misconfigured
 #: worker (which the SDK re-polls at once after an error) cannot spin.
 _AUTH_FAIL_DELAY = 1.0
@@ -372,6 +376,16 @@ class WorkerHost:
             return "dropped: the job had already ended"
         return "FAILED" if error is not None else "COMPLETED"
 
+    def reject(self, record: WorkerRecord, job_id: str, message: str) -> None:
+        """A worker's result or chunk could not be accepted: the job fails with ``message``.
+
+        (RunPod answers 400 too, and the job then shows COMPLETED without output,
+        runpod-python#309; failing it says what happened.)
+        """
+        job = record.jobs.pop(job_id, None)
+        if job is not None and self.store.finish(job, MISSING, message):
+            log.warning("endpoint %s worker %s job %s: %s", self.endpoint_id, record.worker_id, job_id, message)
+
     def stream(self, record: WorkerRecord, job_id: str, body: dict[str, Any]) -> str:
         job = self._holds(record, job_id)
         if job is None:
@@ -461,10 +475,25 @@ async def _host_and_record(request: web.Request) -> tuple[WorkerHost, WorkerReco
     return host, record
 
 
-async def _read_json(request: web.Request) -> dict[str, Any]:
-    text = await request.text()
+async def _read_json(request: web.Request, host: WorkerHost, record: WorkerRecord) -> dict[str, Any]:
+    # Read here rather than with request.text(): aiohttp's default body limit is 1 MiB, and a
+    # worker's result may be much larger.
+    limit = MAX_RESULT_BYTES
+    data = bytearray()
+    too_big = (request.content_length or 0) > limit
+    while not too_big:
+        chunk = await request.content.read(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+        too_big = len(data) > limit
+    if too_big:
+        what = "result" if "/job-done/" in request.path else "stream chunk"
+        message = f"the worker's {what} for this job is over the {limit // (1024 * 1024)} MB a worker may send"
+        host.reject(record, request.match_info["job_id"], message)
+        raise web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
     try:
-        body = json.loads(text) if text else {}
+        body = json.loads(data.decode("utf-8")) if data else {}
     except ValueError:
         raise web.HTTPBadRequest(
             text=json.dumps({"error": "body is not JSON"}), content_type="application/json"
@@ -486,6 +515,10 @@ async def _take_route(request: web.Request) -> web.StreamResponse:
     if record.retired:
         await asyncio.sleep(min(host.hold, 5.0))
         return web.Response(status=204)
+    if request.query.get("job_in_progress") == "0":
+        # The SDK says it runs nothing: a stopped job is gone, no need to stop it again.
+        record.reported.clear()
+        record.stop_pending.clear()
     jobs = await host.take(record, size, request)
     if not jobs:
         return web.Response(status=204)
@@ -504,7 +537,7 @@ async def _stop_route(request: web.Request) -> web.StreamResponse:
 
 async def _done_route(request: web.Request) -> web.StreamResponse:
     host, record = await _host_and_record(request)
-    body = await _read_json(request)
+    body = await _read_json(request, host, record)
     outcome = host.done(record, request.match_info["job_id"], body)
     if outcome.startswith("dropped"):
         log.info("endpoint %s worker %s job %s: %s", host.endpoint_id, record.worker_id,
@@ -514,7 +547,7 @@ async def _done_route(request: web.Request) -> web.StreamResponse:
 
 async def _stream_route(request: web.Request) -> web.StreamResponse:
     host, record = await _host_and_record(request)
-    body = await _read_json(request)
+    body = await _read_json(request, host, record)
     return web.json_response({"result": host.stream(record, request.match_info["job_id"], body)})
 
 

@@ -15,6 +15,7 @@ The input's ``op`` picks a behaviour so one worker file covers the cases the tes
 - ``refresh``: returns ``{"pid": <pid>, "refresh_worker": true}``: the worker process is
   recycled after the job, so the next job runs in a new process
 - ``empty``: returns ``{}`` (COMPLETED with no output)
+- ``big``: returns ``{"blob": "x" * size}`` (a large result)
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def handler(job: dict[str, Any]) -> Any:
         return {"pid": os.getpid(), "refresh_worker": True}
     if op == "empty":
         return {}
+    if op == "big":
+        return {"blob": "x" * int(job_input.get("size", 1024))}
     raise ValueError(f"unknown op {op!r}")
 
 

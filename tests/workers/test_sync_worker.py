@@ -152,3 +152,11 @@ def test_worker_killed_mid_job_times_out_the_job_and_is_replaced(client, idle_sy
     release.touch()
     job.retry()
     assert job.output(timeout=30) == {"done": True}
+
+
+def test_large_results_come_back_and_oversized_ones_fail_the_job(client):
+    two_mb = 2 * 1024 * 1024  # over aiohttp's default 1 MiB request body limit
+    assert client.run_sync({"op": "big", "size": two_mb}, timeout=30) == {"blob": "x" * two_mb}
+    with pytest.raises(errors.JobFailed) as info:
+        client.run_sync({"op": "big", "size": 21 * 1024 * 1024}, timeout=30)
+    assert "over the 20 MB" in info.value.error
