@@ -4,13 +4,14 @@
 ``LocalEndpoint(worker_command=..., worker_count=N)``) runs N copies of the user's unchanged
 worker, each with the environment the runpod SDK reads on the platform (see
 :func:`worker_env`), pointed at this endpoint's worker routes
-(:mod:`bridge.local.worker_api`). The command is split like a shell would (``shlex``) but
-not run through a shell; it runs in the server's working directory unless ``cwd`` is given.
+(:mod:`bridge.local.worker_api`, :mod:`bridge.local.worker_host`). The command is split
+like a shell would (``shlex``) but not run through a shell; it runs in the server's
+working directory unless ``cwd`` is given.
 
 - A worker that exits is started again under a new worker id (``w<slot>-<n>``): at once
   after ``refresh_worker``, otherwise after a back-off that doubles while it keeps dying
   before ever contacting the endpoint (0.5 s up to 30 s; it counts as ``unhealthy`` then).
-  Jobs it was running end TIMED_OUT (see :mod:`bridge.local.worker_api`).
+  Jobs it was running end TIMED_OUT (see :mod:`bridge.local.worker_host`).
 - A worker that stops pinging is killed (SIGKILL to its process group) and restarted.
 - Shutdown: SIGTERM to every worker's process group (the SDK finishes the job in hand and
   exits), open polls are answered at once, and whatever is still alive after
@@ -42,7 +43,7 @@ from typing import Any
 
 from bridge import errors
 from bridge.local.jobs import JobStore
-from bridge.local.worker_api import WorkerHost
+from bridge.local.worker_host import WorkerHost
 
 log = logging.getLogger(__name__)
 
