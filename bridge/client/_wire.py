@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
@@ -47,7 +47,7 @@ class Call:
     method: str
     url: str
     route: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # holds the Authorization header
     body: bytes | None = None
     read_timeout: float = READ_TIMEOUT
     job_id: str | None = None

@@ -29,6 +29,7 @@ def test_settings_resolution_order(monkeypatch):
     ep = bridge.Endpoint("e", api_key="rpa_FROMARG00000001", base_url="http://127.0.0.1:7/v2")
     assert ep.base_url == "http://127.0.0.1:7/v2" and ep._wire.api_key == "rpa_FROMARG00000001"
     assert "FROMARG" not in repr(ep)
+    assert "FROMARG" not in repr(ep._wire.health())  # a request description shown in a traceback
 
 
 def test_runpod_hosted_api_needs_a_key(monkeypatch):
