@@ -267,7 +267,7 @@ class Wire:
 
     def timeout_error(self, job_id: str | None, timeout: float | None, status: str | None,
                       cancelled: str = "") -> errors.Timeout:
-        what = f"job not finished after {timeout:g} s (last status {status or 'unknown'})"
+        what = f"job not finished after {timeout or 0:g} s (last status {status or 'unknown'})"
         return errors.Timeout(what + cancelled, job_id, self.endpoint_id, None, timeout)
 
     def outcome(self, body: Mapping[str, Any], job_id: str | None = None) -> Any:
