@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bridge import errors
@@ -23,7 +22,6 @@ from bridge.batch import store as st
 from bridge.batch.admission import Gate, Pacer, Rate, default_rate
 from bridge.batch.waiting import PollWaiter, Waiter
 from bridge.config import resolve_base_url
-from bridge.status import is_terminal
 
 log = logging.getLogger("bridge.batch")
 
@@ -71,7 +69,6 @@ class Options:
     submit_attempts: int = 8
     api_key: str | None = None
     base_url: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -353,8 +350,4 @@ class Engine:
         self.counters.cancelled += 1
 
 
-def elapsed_since(start: float) -> float:
-    return time.monotonic() - start
-
-
-__all__ = ["Counters", "Engine", "Options", "idempotency_key", "is_terminal"]
+__all__ = ["Counters", "Engine", "Options", "error_dict", "idempotency_key"]
