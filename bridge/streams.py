@@ -94,6 +94,47 @@ def _timed_out(task_id: str, timeout: float | None) -> errors.Timeout:
     )
 
 
+class _Cursor:
+    """What both readers share: where to read from, how long to block, when to stop."""
+
+    def __init__(self, task_id: str, last: str, live: bool, timeout: float | None) -> None:
+        self.task_id = task_id
+        self.last = last
+        self.live = live
+        self.timeout = timeout
+        self.ended = False
+        self.idle_since = time.monotonic()
+
+    def block(self) -> int | None:
+        """XREAD's BLOCK in ms (None: don't block)."""
+        if not self.live:
+            return None
+        if self.timeout is None:
+            return BLOCK_MS
+        left = self.idle_since + self.timeout - time.monotonic()
+        return max(1, min(BLOCK_MS, int(left * 1000)))
+
+    def take(self, reply: Any) -> list[StreamEvent] | None:
+        """The events in an XREAD reply (up to the end entry); [] to read again; None to stop
+        (not live and nothing new). Raises :class:`bridge.errors.Timeout` past the timeout."""
+        if not reply:
+            if not self.live:
+                return None
+            if self.timeout is not None and time.monotonic() - self.idle_since >= self.timeout:
+                raise _timed_out(self.task_id, self.timeout)
+            return []
+        self.idle_since = time.monotonic()
+        events = []
+        for entry_id, fields in reply[0][1]:
+            event = parse_entry(entry_id, fields)
+            self.last = event.id
+            events.append(event)
+            if event.eof:
+                self.ended = True
+                break
+        return events
+
+
 def read_stream(
     task_id: str,
     *,
@@ -120,27 +161,12 @@ def read_stream(
             if ended is not None:
                 yield ended
                 return
-        idle_since = time.monotonic()
-        while True:
-            block = None
-            if live:
-                block = BLOCK_MS
-                if timeout is not None:
-                    block = max(1, min(BLOCK_MS, int((idle_since + timeout - time.monotonic()) * 1000)))
-            reply: Any = r.xread({key: last}, count=COUNT, block=block)
-            if not reply:
-                if not live:
-                    return
-                if timeout is not None and time.monotonic() - idle_since >= timeout:
-                    raise _timed_out(task_id, timeout)
-                continue
-            idle_since = time.monotonic()
-            for entry_id, fields in reply[0][1]:
-                event = parse_entry(entry_id, fields)
-                last = event.id
-                yield event
-                if event.eof:
-                    return
+        cursor = _Cursor(task_id, last, live, timeout)
+        while not cursor.ended:
+            events = cursor.take(r.xread({key: cursor.last}, count=COUNT, block=cursor.block()))
+            if events is None:
+                return
+            yield from events
     finally:
         if own:
             r.close()
@@ -168,27 +194,13 @@ async def aread_stream(
             if ended is not None:
                 yield ended
                 return
-        idle_since = time.monotonic()
-        while True:
-            block = None
-            if live:
-                block = BLOCK_MS
-                if timeout is not None:
-                    block = max(1, min(BLOCK_MS, int((idle_since + timeout - time.monotonic()) * 1000)))
-            reply: Any = await r.xread({key: last}, count=COUNT, block=block)
-            if not reply:
-                if not live:
-                    return
-                if timeout is not None and time.monotonic() - idle_since >= timeout:
-                    raise _timed_out(task_id, timeout)
-                continue
-            idle_since = time.monotonic()
-            for entry_id, fields in reply[0][1]:
-                event = parse_entry(entry_id, fields)
-                last = event.id
+        cursor = _Cursor(task_id, last, live, timeout)
+        while not cursor.ended:
+            events = cursor.take(await r.xread({key: cursor.last}, count=COUNT, block=cursor.block()))
+            if events is None:
+                return
+            for event in events:
                 yield event
-                if event.eof:
-                    return
     finally:
         if own:
             await r.aclose()
