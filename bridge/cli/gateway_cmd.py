@@ -35,7 +35,9 @@ def gateway_command(host: str, port: int, redis_url: str | None, webhooks: bool,
 
         add_webhook_routes(app, url)
     click.echo(f"bridge gateway on http://{host}:{port} (streams: /streams/{{task_id}})", err=True)
-    web.run_app(app, host=host, port=port, print=None)
+    from bridge.webhooks.receiver import SafeAccessLogger
+
+    web.run_app(app, host=host, port=port, print=None, access_log_class=SafeAccessLogger)
 
 
 def register(group: click.Group) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from bridge import keys
 from bridge.webhooks.secrets import TOKEN_PARAM, receiver_key, strip_body, verify
@@ -104,6 +105,14 @@ def add_routes(app: web.Application, redis_url: str) -> None:
 
 #: Largest webhook body accepted: RunPod outputs go up to 20 MB (aiohttp's default is 1 MB).
 MAX_BODY = 32 * 2**20
+
+
+class SafeAccessLogger(AbstractAccessLogger):
+    """Access log lines without query strings: a webhook URL's query carries its secret."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info('%s "%s %s" %s %.3fs', request.remote, request.method, request.path,
+                         response.status, time)
 
 
 def make_app(redis_url: str) -> web.Application:

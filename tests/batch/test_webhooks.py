@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ from aiohttp import web
 
 import bridge.batch
 from bridge.webhooks import WebhookReceiver, strip_body
-from bridge.webhooks.receiver import inbox_key, make_app, registration_key
+from bridge.webhooks.receiver import SafeAccessLogger, inbox_key, make_app, registration_key
 from bridge.webhooks.secrets import receiver_key, webhook_url
 
 from .conftest import wait_until
@@ -27,7 +28,7 @@ class Server:
 
     def __init__(self, app: web.Application) -> None:
         self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, access_log_class=SafeAccessLogger)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
@@ -67,7 +68,9 @@ def caller_hook() -> Iterator[tuple[Server, list[dict[str, Any]]]]:
     server.close()
 
 
-def test_batch_completes_by_webhook_without_status_requests(local_endpoint, receiver, redis_url, caller_hook):
+def test_batch_completes_by_webhook_without_status_requests(local_endpoint, receiver, redis_url, caller_hook,
+                                                            caplog):
+    caplog.set_level(logging.DEBUG)
     ep = local_endpoint(lambda job: {"y": job["input"]["x"] + 1}, endpoint_id="hooked", webhook_retry_delay=0.2)
     hook_server, relayed = caller_hook
     hooks = WebhookReceiver(receiver.url, redis_url, fallback_after=30, relay=f"{hook_server.url}/mine")
@@ -82,6 +85,7 @@ def test_batch_completes_by_webhook_without_status_requests(local_endpoint, rece
     secret = state["webhook"].split("token=")[1]
     wait_until(lambda: len(relayed) == 20, 10, "20 relayed webhooks")
     assert secret not in json.dumps(relayed) and secret not in json.dumps([r.to_json() for r in results])
+    assert "POST /webhooks/" in caplog.text and secret not in caplog.text  # access log without the token
     assert {body["output"]["y"] for body in relayed} == set(range(1, 21))
 
 
