@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from bridge import errors
@@ -50,6 +51,9 @@ class WebhookWaiter:
         self._listener: asyncio.Task[None] | None = None
         self.fallback_polls = 0
         self._lock = asyncio.Lock()
+        #: Called with (ref, body) for deliveries nobody awaits with :meth:`wait_for` (the
+        #: gateway's poller can end its watch of that task this way).
+        self.on_delivery: Callable[[str, dict[str, Any]], None] | None = None
 
     async def _ready(self) -> None:
         async with self._lock:
@@ -66,9 +70,11 @@ class WebhookWaiter:
     def ref(batch_id: str, index: int) -> str:
         return f"b-{batch_id}-{index}"
 
-    async def url_for(self, ref: str, relay: str | None = None) -> str:
+    async def url_for(self, ref: str, relay: str | None = None, *, await_here: bool = True) -> str:
         """Register ``ref`` (any unique job reference, e.g. a Celery task id) and return the
-        webhook URL to submit its job with; ``relay``: the caller's own webhook, if any."""
+        webhook URL to submit its job with; ``relay``: the caller's own webhook, if any.
+        ``await_here=False``: the delivery goes to :attr:`on_delivery` instead of
+        :meth:`wait_for`."""
         await self._ready()
         assert self._key is not None
         mapping = {"inbox": self.inbox, "ttl": str(self.ttl)}
@@ -80,7 +86,8 @@ class WebhookWaiter:
         pipe.hdel(registration_key(ref), "delivered")
         pipe.expire(registration_key(ref), self.ttl)
         await pipe.execute()
-        self._futures.setdefault(ref, asyncio.get_running_loop().create_future())
+        if await_here:
+            self._futures.setdefault(ref, asyncio.get_running_loop().create_future())
         return webhook_url(self.public_url, self._key, ref)
 
     async def wait_for(self, ref: str, timeout: float | None) -> dict[str, Any] | None:
@@ -122,6 +129,8 @@ class WebhookWaiter:
                 future = self._futures.get(message["ref"])
                 if future is not None and not future.done():
                     future.set_result(message["body"])
+                elif future is None and self.on_delivery is not None:
+                    self.on_delivery(message["ref"], message["body"])
         finally:
             await blocking.aclose()
 

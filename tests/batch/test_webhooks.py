@@ -138,3 +138,18 @@ def test_webhook_after_a_long_idle_wait(local_endpoint, receiver, redis_url):
     handle = bridge.batch.batch([{}, {}], "sleepy", base_url=ep.base_url, webhooks=hooks)
     assert [r.output for r in handle.results(timeout=30)] == [{"slept": 6}] * 2
     assert ep.stats().get("status", 0) == 0 and ep.stats().get("status-sync", 0) == 0
+
+
+async def test_deliveries_can_go_to_a_callback(receiver, redis_url):
+    # How the gateway's poller would take webhooks: register a task id, get told on delivery.
+    waiter = WebhookReceiver(receiver.url, redis_url).waiter()
+    got: asyncio.Future = asyncio.get_running_loop().create_future()
+    waiter.on_delivery = lambda ref, body: got.set_result((ref, body))
+    url = await waiter.url_for("task-123", await_here=False)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json={"id": "j", "status": "FAILED", "error": "x", "webhook": url}) as resp:
+            assert resp.status == 200
+    ref, body = await asyncio.wait_for(got, 10)
+    assert ref == "task-123" and body["status"] == "FAILED" and "token" not in body["webhook"]
+    await waiter.forget("task-123")
+    await waiter.close()
