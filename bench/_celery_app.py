@@ -28,3 +28,8 @@ def naive(input: Any, endpoint_id: str) -> Any:
     runpod.api_key = os.environ.get("RUNPOD_API_KEY") or "bench"
     runpod.endpoint_url_base = os.environ["RUNPOD_ENDPOINT_BASE_URL"]
     return runpod.Endpoint(endpoint_id).run_sync(input, timeout=600)
+
+if os.environ.get("BENCH_SWITCH"):
+    import sys
+
+    sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))

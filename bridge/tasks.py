@@ -22,6 +22,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from bridge import errors
 from bridge.gateway.core import Cancelled, Gateway, HandedOff, JobSpec, get_gateway
+from bridge.task_state import begin
 
 log = logging.getLogger("bridge.tasks")
 
@@ -95,7 +96,7 @@ def _mark_revoked(task: Task, reason: str) -> None:
 def _job(task: Task, run: Callable[[Gateway, JobSpec], Any], input: Any, endpoint_id: str,
          policy: dict[str, Any] | None, webhook: str | None, timeout: float | None) -> Any:
     request = task.request
-    meta = task.backend.get_task_meta(request.id)
+    meta = begin(task)  # one round trip: SUCCESS/REVOKED already, or now STARTED
     if meta.get("status") == states.SUCCESS:
         return meta.get("result")  # a late second delivery: same result, nothing sent
     reason = _revoked(task, meta)
@@ -108,7 +109,6 @@ def _job(task: Task, run: Callable[[Gateway, JobSpec], Any], input: Any, endpoin
 
         cancel_task(request.id)  # a redelivery or a sibling delivery must not submit either
         _mark_revoked(task, reason)
-    task.backend.store_result(request.id, None, states.STARTED, request=request)
     spec = JobSpec(
         task_id=request.id, endpoint_id=endpoint_id, input=input, policy=policy, webhook=webhook,
         timeout=_deadline(task, timeout), expires_at=expires_at, attempt=request.retries or 0,

@@ -56,6 +56,8 @@ class BridgeStep(bootsteps.StartStopStep):
         super().__init__(worker, **kwargs)
         self.app = worker.app
         self.mirrored: set[str] = set()
+        self._seen_revoked = -1
+        self._full_scan_at = 0.0
         self.trefs: list[Any] = []
         self.client: redis.Redis | None = None
         self.broker: redis.Redis | None = None
@@ -81,6 +83,12 @@ class BridgeStep(bootsteps.StartStopStep):
         """Copy revokes of this worker's bridge tasks into their cancel keys."""
         from celery.worker import state
 
+        # Scan the held requests only when the revoked set grew (and every 2 s, for a full
+        # set that rotates): the main process is the consumer's, keep its timer light.
+        now = time.monotonic()
+        if len(state.revoked) == self._seen_revoked and now < self._full_scan_at:
+            return
+        self._seen_revoked, self._full_scan_at = len(state.revoked), now + 2.0
         try:
             revoked = [r.id for r in _bridge_requests() if r.id in state.revoked and r.id not in self.mirrored]
             if revoked and self.client is not None:

@@ -135,7 +135,8 @@ class Poller:
         """Every ``cancel_check`` seconds while anything is watched: the cancel keys."""
         while True:
             try:
-                await asyncio.sleep(self.settings.cancel_check)
+                # One MGET per round; with tens of thousands in flight, rounds stretch to 1 s.
+                await asyncio.sleep(min(1.0, max(self.settings.cancel_check, len(self.watches) / 20000)))
                 if self.watches or self.handoff_key:
                     await self._check_flags()
             except asyncio.CancelledError:

@@ -44,7 +44,9 @@ class Transport:
                 limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=300,
                 enable_cleanup_closed=True,
             )
-            self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+            self._session = aiohttp.ClientSession(
+                connector=connector, skip_auto_headers=("User-Agent",), cookie_jar=aiohttp.DummyCookieJar(),
+            )
         return self._session
 
     def endpoint(self, name: str, base_url: str | None = None) -> EndpointHandle:
