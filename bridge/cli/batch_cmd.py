@@ -101,6 +101,9 @@ def failures_file(output: str) -> str:
               help="Run through Celery workers (broker: --broker or CELERY_BROKER_URL).")
 @click.option("--broker", default=None, help="Celery broker URL (implies --celery).")
 @click.option("--app", "app_path", default=None, help="Your Celery app as module:attribute (implies --celery).")
+@click.option("--webhooks", "webhook_url", default=None, envvar="BRIDGE_WEBHOOK_URL",
+              help="Public URL of a running webhook receiver (bridge gateway --webhooks): jobs report "
+                   "their end there instead of being polled (env BRIDGE_WEBHOOK_URL; needs BRIDGE_REDIS_URL).")
 @click.option("--progress-interval", type=float, default=10.0, show_default=True,
               help="Seconds between progress lines when stdout is not a terminal.")
 @click.option("--base-url", default=None, envvar="RUNPOD_ENDPOINT_BASE_URL",
@@ -109,7 +112,7 @@ def failures_file(output: str) -> str:
 def batch_command(
     input_path: str, output: str, endpoint_id: str, concurrency: int | None, max_queue_depth: int | None,
     rate: str | None, policy: str | None, journal: str | None, use_celery: bool, broker: str | None,
-    app_path: str | None, progress_interval: float, base_url: str | None,
+    app_path: str | None, webhook_url: str | None, progress_interval: float, base_url: str | None,
 ) -> None:
     """Run ENDPOINT over every line of INPUT.jsonl; resumable, with progress."""
     from bridge.batch import open_journal
@@ -135,7 +138,13 @@ def batch_command(
         from bridge.batch.local import LocalBatch
 
         store, batch_id = open_journal(journal or f"{output}.journal", batch_id, endpoint_id)
-        handle = LocalBatch(batch_id, endpoint_id, read_inputs(input_path), store, options, total=total)
+        waiter = None
+        if webhook_url:
+            from bridge.webhooks import WebhookReceiver
+
+            waiter = WebhookReceiver(webhook_url).waiter()
+        handle = LocalBatch(batch_id, endpoint_id, read_inputs(input_path), store, options, total=total,
+                            waiter=waiter)
     display = Display(total, batch_id, interval=progress_interval, tty=sys.stdout.isatty())
     interrupted = False
     try:

@@ -153,3 +153,22 @@ async def test_deliveries_can_go_to_a_callback(receiver, redis_url):
     assert ref == "task-123" and body["status"] == "FAILED" and "token" not in body["webhook"]
     await waiter.forget("task-123")
     await waiter.close()
+
+
+def test_cli_batch_with_webhooks(local_endpoint, receiver, redis_url, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ep = local_endpoint(lambda job: {"y": job["input"]["x"]}, endpoint_id="cli-hooks")
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(30)))
+    env = dict(os.environ, BRIDGE_REDIS_URL=redis_url, RUNPOD_ENDPOINT_BASE_URL=ep.base_url)
+    proc = subprocess.run([str(Path(sys.executable).with_name("bridge")), "batch", str(inp), "-o", str(out),
+                           "-e", "cli-hooks", "--webhooks", receiver.url], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["output"] for r in rows] == [{"y": i} for i in range(30)]
+    assert ep.stats().get("status", 0) == 0 and ep.stats().get("status-sync", 0) == 0
