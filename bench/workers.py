@@ -127,6 +127,8 @@ def main() -> int:
     print(f"{'job-take answered at once (hold 0) [baseline]':<48} {idle_spin[0]:>9.1f}  {idle_spin[1]}")
     if idle_long[0] > 0:
         print(f"long polls cost {idle_spin[0] / idle_long[0]:.0f}x fewer requests than answering at once")
+    else:
+        print("long polls: no worker request at all in the window (polls are re-sent every 30 s)")
     print("\nA sync runpod worker (concurrency 1) sleeps 1 s in the SDK between jobs, so each process"
           " does at most ~1 job/s, on RunPod as here; async handlers with concurrency_modifier do better.")
     return 0
