@@ -33,3 +33,18 @@ if os.environ.get("BENCH_SWITCH"):
     import sys
 
     sys.setswitchinterval(float(os.environ["BENCH_SWITCH"]))
+
+
+if os.environ.get("BENCH_EXPERIMENTS"):
+    @app.task(name="bench.begin_only", bind=True)
+    def begin_only(self: Any, value: Any = None) -> Any:
+        from bridge.task_state import begin
+
+        begin(self)
+        return value
+
+    @app.task(name="bench.gw_only", bind=True)
+    def gw_only(self: Any, value: Any, endpoint_id: str) -> Any:
+        from bridge.gateway.core import JobSpec, get_gateway
+
+        return get_gateway().run(JobSpec(self.request.id, endpoint_id, value))
