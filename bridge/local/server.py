@@ -165,7 +165,8 @@ class LocalServer:
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False,
                                      lingering_time=1.0, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        # aiohttp's default backlog of 128 overflowed with 2,000 clients connecting at once.
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, backlog=4096)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
