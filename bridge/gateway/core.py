@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Coroutine
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -86,12 +85,35 @@ class Gateway:
         If this thread is interrupted (SystemExit from a terminate, a soft time limit), the
         coroutine is cancelled too and the exception goes on; the remote job is left alone
         here (the worker's revoke handling or the caller decides about /cancel)."""
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        # A bare lock as the waiter (one futex per hand-off) instead of run_coroutine_threadsafe's
+        # Future/Condition chain: the hand-offs between threads dominate a short job's cost.
+        done = threading.Lock()
+        done.acquire()
+        box: list[Any] = []
+        task_box: list[asyncio.Task[T]] = []
+
+        def finished(task: asyncio.Task[T]) -> None:
+            box.append(task)
+            done.release()
+
+        def start() -> None:
+            task = self.loop.create_task(coro)
+            task_box.append(task)
+            task.add_done_callback(finished)
+
+        self.loop.call_soon_threadsafe(start)
         try:
-            return fut.result()
+            done.acquire()
         except BaseException:
-            fut.cancel()
+            self.loop.call_soon_threadsafe(lambda: task_box and task_box[0].cancel())
             raise
+        task = box[0]
+        if task.cancelled():
+            raise asyncio.CancelledError()
+        exc = task.exception()
+        if exc is not None:
+            raise exc
+        return task.result()
 
     def close(self) -> None:
         async def _close() -> None:
