@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from celery import Celery
 
 from bridge.gateway.journal import read as read_journal
 from bridge.testing import LocalEndpoint
+from bridge.testing.waiting import wait_until as _wait_until
 from bridge.worker import install
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +31,8 @@ CELERY = str(Path(sys.executable).parent / "celery")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy, failing at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        time.sleep(interval)
+    """bridge.testing's ``wait_until`` with the longer default these multi-process tests need."""
+    return _wait_until(predicate, timeout, interval)
 
 
 def serve_examples(**kwargs: Any) -> LocalEndpoint:
