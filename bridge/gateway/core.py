@@ -185,6 +185,8 @@ class Gateway:
             return await self._arun(spec, handle, ctx, started, stream, runsync_wait)
         except Cancelled as exc:
             await self.journal.finish(spec.task_id, "REVOKED")
+            if stream:  # readers blocked on the stream must learn it ended
+                await self._eof(spec.task_id, "CANCELLED", f"the task was {exc.reason}")
             await self.hooks.anotify("cancelled", ctx, reason=exc.reason)
             raise
         except HandedOff:
@@ -193,6 +195,8 @@ class Gateway:
             if exc.job_id is None and ctx.job_id:
                 exc.job_id = ctx.job_id  # every error carries the job id once there is one
                 exc.args = (exc.args[0], ctx.job_id, *exc.args[2:])
+            if stream and not isinstance(exc, errors.JobError):  # JobErrors already wrote theirs
+                await self._eof(spec.task_id, "ERROR", str(exc))
             await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
             if ctx.job_id:
                 await self.journal.finish(spec.task_id, getattr(exc, "status", "") or "ERROR", type(exc).__name__)

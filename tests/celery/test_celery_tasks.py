@@ -103,3 +103,13 @@ def test_second_delivery_while_the_first_waits_submits_nothing_and_ends_the_same
     assert second.get(timeout=20) == {"slept": 1.5}
     assert first.get(timeout=20) == {"slept": 1.5}
     assert stack.endpoint.submissions("sleep") - before == 1
+
+
+def test_a_revoked_stream_ends_its_redis_stream(stack: Stack) -> None:
+    result = stack.app.send_task("bridge.stream", args=({"text": "a b c " * 200, "delay": 0.05}, "stream"))
+    wait_until(lambda: stack.redis.xlen(keys.stream(result.id)) >= 2)
+    result.revoke()
+    wait_until(lambda: result.state == "REVOKED", 5)
+    last = stack.redis.xrevrange(keys.stream(result.id), count=1)[0][1]
+    assert last[b"eof"] == b"1" and last[b"status"] == b"CANCELLED"
+    assert stack.remote_status(stack.journal(result.id)["job_id"]) == "CANCELLED"
