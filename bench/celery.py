@@ -43,7 +43,7 @@ class Row:
     wall: float
     rss_mb: float
     status_per_job: float | None = None
-    note: str = ""
+    requests_per_job: float | None = None
 
 
 def _rss_kb(pid: int, field: str) -> int:
@@ -128,9 +128,11 @@ class Endpoint:
         with urllib.request.urlopen(self.base_url.rsplit("/v2", 1)[0] + "/_bridge/stats", timeout=10) as r:
             return dict(json.loads(r.read()))
 
-    def status_requests(self, endpoint_id: str) -> int:
+    def requests(self, endpoint_id: str) -> tuple[int, int]:
+        """(status-like requests, all requests) the endpoint received so far."""
         counts = self.stats().get("requests", {}).get(endpoint_id, {})
-        return int(sum(v for k, v in counts.items() if k in ("status", "status-sync", "stream")))
+        status = sum(v for k, v in counts.items() if k in ("status", "status-sync", "stream"))
+        return int(status), int(sum(counts.values()))
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -158,20 +160,21 @@ class Bench:
         worker = Worker(self.env, pool, concurrency, name.split()[0].replace("/", "-"))
         try:
             worker.wait_ready(self.app)
-            before = self.endpoint.status_requests(endpoint_id) if endpoint_id else 0
+            before = self.endpoint.requests(endpoint_id) if endpoint_id else (0, 0)
             sigs = [self.app.signature(task, args=make_args(i)) for i in range(jobs)]
             started = time.perf_counter()
             results = group(sigs).apply_async()
             out = results.get(timeout=timeout, propagate=True)
             wall = time.perf_counter() - started
             assert len(out) == jobs
-            per_job = None
+            per_job = all_per_job = None
             if endpoint_id:
-                per_job = (self.endpoint.status_requests(endpoint_id) - before) / jobs
+                after = self.endpoint.requests(endpoint_id)
+                per_job, all_per_job = (after[0] - before[0]) / jobs, (after[1] - before[1]) / jobs
             results.forget()
         finally:
             rss = worker.stop()
-        row = Row(name, jobs, wall, rss, per_job)
+        row = Row(name, jobs, wall, rss, per_job, all_per_job)
         print(f"  {name:<44} {jobs:>6} jobs  {wall:8.1f} s  RSS {rss:7.0f} MB"
               + (f"  status/job {per_job:.2f}" if per_job is not None else ""), flush=True)
         return row
@@ -179,11 +182,13 @@ class Bench:
 
 def _table(title: str, rows: list[Row], lines: list[str]) -> None:
     print(f"\n{title}")
-    print(f"| {'run':<44} | {'jobs':>6} | {'wall s':>7} | {'peak RSS MB':>11} | {'status req/job':>14} |")
-    print(f"|{'-' * 46}|{'-' * 8}|{'-' * 9}|{'-' * 13}|{'-' * 16}|")
+    print(f"| {'run':<44} | {'jobs':>6} | {'wall s':>7} | {'peak RSS MB':>11} | {'status req/job':>14} "
+          f"| {'all req/job':>11} |")
+    print(f"|{'-' * 46}|{'-' * 8}|{'-' * 9}|{'-' * 13}|{'-' * 16}|{'-' * 13}|")
     for r in rows:
         per = f"{r.status_per_job:.2f}" if r.status_per_job is not None else "-"
-        print(f"| {r.name:<44} | {r.jobs:>6} | {r.wall:>7.1f} | {r.rss_mb:>11.0f} | {per:>14} |")
+        every = f"{r.requests_per_job:.2f}" if r.requests_per_job is not None else "-"
+        print(f"| {r.name:<44} | {r.jobs:>6} | {r.wall:>7.1f} | {r.rss_mb:>11.0f} | {per:>14} | {every:>11} |")
     for line in lines:
         print(line)
 
