@@ -31,6 +31,11 @@ _EXPORTS: dict[str, str] = {
     "JobStatus": "bridge.status",
     # celery
     "install": "bridge.worker",
+    # the chainable tasks, so `chain(prep.s(x), bridge.run.s("ep"), post.s())` reads as
+    # written; the others are in bridge.tasks (bridge.status is the job-state module)
+    "run": "bridge.tasks",
+    "run_sync": "bridge.tasks",
+    "stream": "bridge.tasks",
     "cancel_task": "bridge.gateway",
     # batch and streams
     "batch": "bridge.batch",

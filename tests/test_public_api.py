@@ -24,3 +24,21 @@ def test_unknown_attribute_raises_attribute_error() -> None:
         assert "does_not_exist" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_the_chainable_tasks_are_bridge_attributes() -> None:
+    from celery import Celery, chain
+
+    app = Celery("chains", broker="memory://", set_as_current=False)
+    bridge.install(app)
+    with app.connection_for_write():
+        pass
+    assert {"bridge.run", "bridge.run_sync", "bridge.stream", "bridge.status", "bridge.cancel",
+            "bridge.purge_queue", "bridge.health"} <= set(app.tasks)
+    assert bridge.run.name == "bridge.run"
+    assert bridge.run_sync.name == "bridge.run_sync"
+    assert bridge.stream.name == "bridge.stream"
+    sig = bridge.run.s("ep")
+    assert sig.task == "bridge.run" and sig.args == ("ep",)
+    flow = chain(app.signature("prep", args=(1,)), sig)
+    assert [s.task for s in flow.tasks] == ["prep", "bridge.run"]
