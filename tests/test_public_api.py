@@ -31,8 +31,6 @@ def test_the_chainable_tasks_are_bridge_attributes() -> None:
 
     app = Celery("chains", broker="memory://", set_as_current=False)
     bridge.install(app)
-    with app.connection_for_write():
-        pass
     assert {"bridge.run", "bridge.run_sync", "bridge.stream", "bridge.status", "bridge.cancel",
             "bridge.purge_queue", "bridge.health"} <= set(app.tasks)
     assert bridge.run.name == "bridge.run"
