@@ -146,7 +146,12 @@ def make_plugin_manager(
             elif not default_on and not opts:
                 info.reason = f"not configured (set BRIDGE_PLUGIN_{_env_name(name)}_<OPTION>)"
                 if source == "first-party":
-                    info.hooks = declared_hooks(_load(name, ref, source))
+                    try:
+                        info.hooks = declared_hooks(_load(name, ref, source))
+                    except ConfigurationError as exc:
+                        # An inert plugin whose optional dependency is missing (the
+                        # `plugins` extra) must not stop anything; it is listed as such.
+                        info.error = str(exc)
             else:
                 info.enabled = True
             if info.enabled:

@@ -160,3 +160,18 @@ def test_non_strict_loading_records_the_error_and_keeps_the_rest(mods):
     pm = make_plugin_manager(environ={"BRIDGE_PLUGINS": "broken_mod,tagger"}, entry_points=False, strict=False)
     assert "RuntimeError: boom" in pm.infos["broken_mod"].error
     assert pm.infos["tagger"].enabled
+
+
+def test_an_unconfigured_first_party_plugin_with_a_missing_dependency_is_listed_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "bridge_plugins.schema", raising=False)
+    pm = make_plugin_manager(environ={})
+    info = pm.infos["schema"]
+    assert not info.enabled
+    assert "jsonschema" in info.error
+    with pytest.raises(ConfigurationError, match="schema"):
+        make_plugin_manager(environ={"BRIDGE_PLUGIN_SCHEMA_DIR": "/nonexistent"})
