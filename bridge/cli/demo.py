@@ -20,19 +20,16 @@ from typing import Any
 import click
 
 from bridge.cli._common import handle_errors
+from bridge.testing.waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "handlers.py"
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"demo: {what} did not happen within {timeout:g} s")
-        time.sleep(0.02)
+    try:
+        return wait_until(predicate, timeout, 0.02)
+    except AssertionError:
+        raise click.ClickException(f"demo: {what} did not happen within {timeout:g} s") from None
 
 
 @click.command("demo")
