@@ -169,6 +169,25 @@ def purge_queue(self: Task, endpoint_id: str) -> dict[str, Any]:
     return get_gateway().purge_queue(endpoint_id)
 
 
+def job_meta(task_id: str, redis_url: str | None = None) -> dict[str, Any]:
+    """What plugins said about task ``task_id``'s job (its ``ctx.meta``, redacted), e.g.
+    ``{"cache": "hit"}``; ``{}`` when nothing was said. Read from the journal in Redis
+    (``BRIDGE_REDIS_URL`` unless ``redis_url``); works for any bridge job task, from any process."""
+    import json
+
+    import redis as redis_sync
+
+    from bridge import keys
+    from bridge.gateway.settings import default_redis_url
+
+    client = redis_sync.Redis.from_url(redis_url or default_redis_url())
+    try:
+        raw = client.hget(keys.journal(task_id), "meta")
+    finally:
+        client.close()
+    return json.loads(raw) if raw else {}
+
+
 @shared_task(bind=True, base=BridgeTask, name="bridge.health")
 def health(self: Task, endpoint_id: str) -> dict[str, Any]:
     """The endpoint's /health body (jobs and workers counts)."""

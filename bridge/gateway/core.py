@@ -74,7 +74,7 @@ class Gateway:
         self.redis = aioredis.Redis(connection_pool=pool)
         self.journal = Journal(self.redis, self.settings.journal_ttl)
         self.transport = Transport(self.settings, self.redis)
-        self.poller = Poller(self.settings, self.transport, self.journal, self.redis)
+        self.poller = Poller(self.settings, self.transport, self.journal, self.redis, self.hooks)
         self.loop.call_soon(self.poller.start)
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
@@ -184,6 +184,7 @@ class Gateway:
         try:
             return await self._arun(spec, handle, ctx, started, stream, runsync_wait)
         except Cancelled as exc:
+            await self._save_meta(ctx)
             await self.journal.finish(spec.task_id, "REVOKED")
             if stream:  # readers blocked on the stream must learn it ended
                 await self._eof(spec.task_id, "CANCELLED", f"the task was {exc.reason}")
@@ -192,6 +193,8 @@ class Gateway:
         except HandedOff:
             raise
         except errors.BridgeError as exc:
+            await self._redact_error(ctx, exc)
+            await self._save_meta(ctx)
             if exc.job_id is None and ctx.job_id:
                 exc.job_id = ctx.job_id  # every error carries the job id once there is one
                 exc.args = (exc.args[0], ctx.job_id, *exc.args[2:])
@@ -207,7 +210,13 @@ class Gateway:
         payload = await self.hooks.atransform_input(ctx, spec.input)
         hit, output = await self.hooks.alookup(ctx, payload)
         if hit:
-            output = await self.hooks.atransform_output(ctx, output)
+            if stream:  # readers of the task's stream must see the answer and its end
+                chunks = output if isinstance(output, list) else [output]
+                output = await self._stream_sink(spec.task_id, ctx)(chunks)
+                await self._eof(spec.task_id, "COMPLETED", "")
+            else:
+                output = await self.hooks.atransform_output(ctx, output)
+            await self._save_meta(ctx)
             await self.hooks.anotify("completed", ctx, output=output, delay_ms=None, execution_ms=None)
             return output
         self._check_input(spec, payload)
@@ -218,23 +227,39 @@ class Gateway:
             call = handle.wire.run(payload, spec.webhook, spec.policy, self.settings.s3_config, spec.task_id)
         sink = self._stream_sink(spec.task_id, ctx) if stream else None
         aggregate: list[Any] | None = [] if stream else None
-        job_id, body = await self._submit(spec, handle, call)
-        ctx.job_id = job_id
+        job_id, body = await self._submit(spec, handle, call, ctx, payload)
         if sink is not None and aggregate is not None:
             aggregate.extend(await self._stream_so_far(spec.task_id))
             sink = self._collecting(sink, aggregate)
         if body is None or not terminal(body):
             deadline, kind = self._deadline(spec, started)
             body = await self.poller.wait(handle, spec.task_id, job_id, deadline=deadline,
-                                          deadline_kind=kind, sink=sink)
+                                          deadline_kind=kind, sink=sink, ctx=ctx)
         if stream:
             return await self._finish_stream(spec, handle, ctx, body, aggregate or [])
         output = handle.wire.outcome(body, job_id)
         await self.journal.finish(spec.task_id, "COMPLETED")
         output = await self.hooks.atransform_output(ctx, output)
+        await self._save_meta(ctx)
         await self.hooks.anotify("completed", ctx, output=output, delay_ms=body.get("delayTime"),
                                  execution_ms=body.get("executionTime"))
         return output
+
+    async def _save_meta(self, ctx: JobContext) -> None:
+        """``ctx.meta`` (redacted) into the journal, where :func:`bridge.tasks.job_meta` reads it."""
+        if ctx.meta and ctx.task_id:
+            safe = await self.hooks.aredact(ctx, ctx.meta)
+            await self.journal.save_meta(ctx.task_id, json.dumps(safe, default=str))
+
+    async def _redact_error(self, ctx: JobContext, exc: errors.BridgeError) -> None:
+        """An endpoint's error text comes from the job's output: redact it before it is raised
+        (the task's result and logs show it)."""
+        if not isinstance(exc, errors.JobError) or not self.hooks.active("bridge_redact"):
+            return
+        message = await self.hooks.aredact(ctx, exc.args[0])
+        error = await self.hooks.aredact(ctx, exc.error)
+        exc.error = error
+        exc.args = (message, *exc.args[1:4], error, *exc.args[5:])
 
     def _check_input(self, spec: JobSpec, payload: Any) -> None:
         if isinstance(payload, dict) and "s3Config" in payload:
@@ -263,7 +288,8 @@ class Gateway:
             return None, "timeout"
         return min(candidates)
 
-    async def _submit(self, spec: JobSpec, handle: EndpointHandle, call: Any) -> tuple[str, dict[str, Any] | None]:
+    async def _submit(self, spec: JobSpec, handle: EndpointHandle, call: Any, ctx: JobContext,
+                      payload: Any) -> tuple[str, dict[str, Any] | None]:
         """The job id to wait on: resumed from the journal, or submitted now and recorded."""
         token = f"{self.pid}-{next(self._tokens)}"
         while True:
@@ -271,6 +297,7 @@ class Gateway:
                 spec.task_id, spec.endpoint_id, handle.base_url, token, self.settings.submit_lease
             )
             if action == "resume" and job_id:
+                ctx.job_id = job_id
                 return job_id, None
             if action == "cancelled":
                 raise Cancelled("revoked", None)
@@ -289,11 +316,15 @@ class Gateway:
                 if delay is None:
                     await self.journal.release(spec.task_id)
                     raise
+                if isinstance(exc, errors.RateLimited):
+                    await self.hooks.anotify("rate_limited", ctx, route=call.route,
+                                             retry_after=getattr(exc, "retry_after", None))
+                await self.hooks.anotify("retried", ctx, error=exc, delay=delay)
                 await asyncio.sleep(delay)
         job_id = str(body["id"])
         await self.journal.record(spec.task_id, job_id)
-        await self.hooks.anotify("submitted", self.hooks.context(
-            spec.endpoint_id, job_id=job_id, task_id=spec.task_id, attempt=spec.attempt), input=None)
+        ctx.job_id = job_id
+        await self.hooks.anotify("submitted", ctx, input=payload)
         return job_id, body
 
     async def _cancel_recorded(self, task_id: str) -> bool:
@@ -348,6 +379,9 @@ class Gateway:
                 raise
         await self._eof(spec.task_id, status, error)
         await self.journal.finish(spec.task_id, status)
+        await self._save_meta(ctx)
+        await self.hooks.anotify("completed", ctx, output=aggregate, delay_ms=body.get("delayTime"),
+                                 execution_ms=body.get("executionTime"))
         return aggregate
 
     async def _eof(self, task_id: str, status: str, error: str) -> None:

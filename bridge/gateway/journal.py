@@ -4,7 +4,9 @@
 Fields: ``job_id``, ``endpoint_id``, ``base_url``, ``state`` (SUBMITTING, SUBMITTED or the
 job's terminal status, or REVOKED), ``claim``/``claim_at`` (who is submitting, since when),
 ``cancel_sent`` (the one /cancel this task may send), ``error`` (a scrubbed error name).
-Only ids, statuses and error class names are stored here: never inputs or secrets.
+``meta``: the job's ``ctx.meta`` as JSON, redacted by the ``bridge_redact`` hooks (e.g.
+``{"cache": "hit"}``; read it with :func:`bridge.tasks.job_meta`).
+Only ids, statuses, error class names and redacted meta are stored here: never inputs or secrets.
 """
 
 from __future__ import annotations
@@ -111,6 +113,12 @@ class Journal:
         if error:
             mapping["error"] = error
         await self.batch.call(lambda pipe: pipe.hset(keys.journal(task_id), mapping=mapping))
+
+    async def save_meta(self, task_id: str, meta_json: str) -> None:
+        """The job's redacted ``ctx.meta`` (also for tasks that never submitted: a cache hit)."""
+        key, ttl = keys.journal(task_id), self.ttl
+        await self.batch.call(lambda pipe: pipe.hset(key, "meta", meta_json))
+        await self.batch.call(lambda pipe: pipe.expire(key, ttl))
 
     async def release(self, task_id: str) -> None:
         """Drop a claim that never submitted (invalid input, refused): a retry may claim again."""

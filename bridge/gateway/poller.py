@@ -26,6 +26,7 @@ from bridge.client._wire import terminal
 from bridge.gateway.journal import Journal
 from bridge.gateway.settings import GatewaySettings
 from bridge.gateway.transport import EndpointHandle, Transport
+from bridge.hooks import Hooks, JobContext
 
 log = logging.getLogger("bridge.gateway")
 
@@ -47,7 +48,8 @@ class HandedOff(Exception):
 
 class Watch:
     __slots__ = ("task_id", "handle", "job_id", "stream", "sink", "deadline", "deadline_kind",
-                 "future", "inflight", "interval", "err_since", "timer", "deadline_timer", "polls", "done")
+                 "future", "inflight", "interval", "err_since", "timer", "deadline_timer", "polls", "done",
+                 "ctx", "status", "slow")
 
     def __init__(self, task_id: str, handle: EndpointHandle, job_id: str, stream: bool,
                  sink: ChunkSink | None, deadline: float | None, deadline_kind: str,
@@ -67,13 +69,18 @@ class Watch:
         self.deadline_timer: asyncio.TimerHandle | None = None
         self.polls = 0
         self.done = False
+        self.ctx: JobContext | None = None  # the job's hook context (events carry it)
+        self.status: str | None = None  # the last remote status seen (status_changed)
+        self.slow: float | None = None  # webhook fallback: fixed interval of plain polls
 
 
 class Poller:
     """Lives on the gateway's event loop; every method but :meth:`handoff_threadsafe` runs there."""
 
-    def __init__(self, settings: GatewaySettings, transport: Transport, journal: Journal, redis: Any) -> None:
+    def __init__(self, settings: GatewaySettings, transport: Transport, journal: Journal, redis: Any,
+                 hooks: Hooks | None = None) -> None:
         self.settings = settings
+        self.hooks = hooks if hooks is not None else Hooks.empty()
         self.transport = transport
         self.journal = journal
         self.redis = redis
@@ -96,21 +103,39 @@ class Poller:
 
     async def wait(self, handle: EndpointHandle, task_id: str, job_id: str, *,
                    deadline: float | None = None, deadline_kind: str = "timeout",
-                   sink: ChunkSink | None = None) -> dict[str, Any]:
-        """Wait for ``job_id``'s terminal status body (see the module docstring for raises)."""
+                   sink: ChunkSink | None = None, ctx: JobContext | None = None,
+                   fallback: tuple[float, float] | None = None) -> dict[str, Any]:
+        """Wait for ``job_id``'s terminal status body (see the module docstring for raises).
+
+        ``ctx``: the job's hook context (``status_changed``, ``retried``, ``rate_limited``).
+        ``fallback=(after, every)``: a webhook is expected (:meth:`deliver` ends the wait);
+        plain status looks start after ``after`` seconds and repeat every ``every``."""
         if self._handing_off:
             raise HandedOff(job_id)
         loop = asyncio.get_running_loop()
         w = Watch(task_id, handle, job_id, sink is not None, sink, deadline, deadline_kind, loop.create_future())
-        w.interval = self.settings.poll_interval
+        w.interval = self.settings.stream_poll_interval if sink is not None else self.settings.poll_interval
+        w.ctx = ctx
+        first = 0.0
+        if fallback is not None:
+            first, w.slow = fallback
         self.watches.setdefault(task_id, set()).add(w)
-        self._schedule_poll(w, 0.0)
+        self._schedule_poll(w, first)
         if deadline is not None:
             w.deadline_timer = loop.call_at(deadline, self._expire, w)
         try:
             return await w.future
         finally:
             self._forget(w)
+
+    def deliver(self, task_id: str, body: dict[str, Any]) -> None:
+        """A verified webhook for ``task_id`` arrived: end its (non-stream) watches with
+        ``body`` when it is terminal. Called on the loop (the webhook waiter's listener)."""
+        if not terminal(body):
+            return
+        for w in list(self.watches.get(task_id, ())):
+            if not w.stream and str(body.get("id", w.job_id)) == w.job_id:
+                self._end(w, body)
 
     def handoff(self) -> None:
         """Stop every wait with HandedOff, leaving remote jobs running (warm shutdown)."""
@@ -239,7 +264,7 @@ class Poller:
     async def _poll(self, w: Watch) -> None:
         h, s = w.handle, self.settings
         loop = asyncio.get_running_loop()
-        long_poll = not w.stream and h.long_poll_ok and s.long_poll > 0
+        long_poll = not w.stream and w.slow is None and h.long_poll_ok and s.long_poll > 0
         try:
             w.polls += 1
             self.stats["polls"] += 1
@@ -268,7 +293,14 @@ class Poller:
                     self._end(w, exc=exc)
                 else:
                     w.interval = min(s.poll_max_interval, max(w.interval * 2, s.poll_interval))
-                    self._schedule_poll(w, max(w.interval, getattr(exc, "retry_after", None) or 0.0))
+                    retry_after = getattr(exc, "retry_after", None)
+                    delay = max(w.slow or w.interval, retry_after or 0.0)
+                    self._schedule_poll(w, delay)
+                    if w.ctx is not None:
+                        if isinstance(exc, errors.RateLimited):
+                            await self.hooks.anotify("rate_limited", w.ctx, route=call.route,
+                                                     retry_after=retry_after)
+                        await self.hooks.anotify("retried", w.ctx, error=exc, delay=delay)
             else:
                 self._end(w, exc=exc)
             return
@@ -276,6 +308,11 @@ class Poller:
         w.err_since = None
         if w.done:
             return
+        status = body.get("status")
+        if isinstance(status, str) and status != w.status:
+            previous, w.status = w.status, status
+            if w.ctx is not None:
+                await self.hooks.anotify("status_changed", w.ctx, status=status, previous=previous)
         if w.stream:
             await self._stream_round(w, body)
         elif terminal(body):
@@ -283,6 +320,8 @@ class Poller:
         else:
             if long_poll:
                 delay = 0.0
+            elif w.slow is not None:
+                delay = w.slow
             else:
                 delay = w.interval
                 w.interval = min(s.poll_max_interval, w.interval * 1.5)
@@ -301,7 +340,7 @@ class Poller:
             self._end(w, body)
             return
         if chunks:
-            w.interval = self.settings.poll_interval
+            w.interval = self.settings.stream_poll_interval
         delay = 0.0 if chunks else w.interval
         w.interval = min(2.0, w.interval * 1.5)
         self._schedule_poll(w, delay)

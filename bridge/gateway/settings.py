@@ -91,6 +91,9 @@ class GatewaySettings:
     #: First and longest interval between plain status polls (backed off in between).
     poll_interval: float = field(default_factory=lambda: env_float("BRIDGE_POLL_INTERVAL", 0.5))
     poll_max_interval: float = field(default_factory=lambda: env_float("BRIDGE_POLL_MAX_INTERVAL", 10.0))
+    #: First interval between /stream polls of a streaming job (backed off to 2 s while no
+    #: chunks come; back to this after each chunk). Inside the endpoint's ``stream`` budget.
+    stream_poll_interval: float = field(default_factory=lambda: env_float("BRIDGE_STREAM_POLL_INTERVAL", 0.2))
     #: How often the poller looks at the cancel keys of all its jobs (one MGET per round).
     cancel_check: float = field(default_factory=lambda: env_float("BRIDGE_CANCEL_CHECK", 0.25))
     #: Pooled HTTP connections per worker process (long polls hold one each).
