@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 
 from bridge import errors, keys
+from bridge import webhooks as bridge_webhooks
 from bridge.client._policy import RetryPolicy
 from bridge.client._wire import terminal
 from bridge.gateway.journal import Journal
@@ -32,6 +34,7 @@ from bridge.gateway.transport import EndpointHandle, Transport
 from bridge.hooks import Hooks, JobContext
 
 T = TypeVar("T")
+log = logging.getLogger("bridge.gateway")
 
 __all__ = ["Cancelled", "Gateway", "HandedOff", "JobSpec", "get_gateway"]
 
@@ -75,6 +78,11 @@ class Gateway:
         self.journal = Journal(self.redis, self.settings.journal_ttl)
         self.transport = Transport(self.settings, self.redis)
         self.poller = Poller(self.settings, self.transport, self.journal, self.redis, self.hooks)
+        # Webhooks (BRIDGE_WEBHOOK_URL set): one waiter per process, its inbox listener runs
+        # on this loop and ends the poller's watch of the task a verified delivery names.
+        self.webhooks = bridge_webhooks.from_settings(self.settings.redis_url)
+        if self.webhooks is not None:
+            self.webhooks.on_delivery = self.poller.deliver
         self.loop.call_soon(self.poller.start)
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
@@ -117,6 +125,8 @@ class Gateway:
 
     def close(self) -> None:
         async def _close() -> None:
+            if self.webhooks is not None:
+                await self.webhooks.close()
             await self.transport.close()
             await self.redis.aclose()
             for task in asyncio.all_tasks():
@@ -145,7 +155,8 @@ class Gateway:
         return self.call(self.arun(spec, runsync_wait=wait))
 
     def status(self, job_id: str, endpoint_id: str) -> dict[str, Any]:
-        return self.call(self._one(endpoint_id, lambda h: h.wire.status(job_id)))
+        # Endpoints echo the webhook URL in status bodies: never return its secret.
+        return bridge_webhooks.strip_body(self.call(self._one(endpoint_id, lambda h: h.wire.status(job_id))))
 
     def cancel(self, job_id: str, endpoint_id: str) -> dict[str, Any]:
         return self.call(self._one(endpoint_id, lambda h: h.wire.cancel(job_id)))
@@ -182,8 +193,11 @@ class Gateway:
         ctx = self.hooks.context(spec.endpoint_id, base_url=handle.base_url, task_id=spec.task_id,
                                  attempt=spec.attempt, meta=spec.meta)
         try:
-            return await self._arun(spec, handle, ctx, started, stream, runsync_wait)
+            result = await self._arun(spec, handle, ctx, started, stream, runsync_wait)
+            await self._forget_webhook(spec.task_id)
+            return result
         except Cancelled as exc:
+            await self._forget_webhook(spec.task_id)
             await self._save_meta(ctx)
             await self.journal.finish(spec.task_id, "REVOKED")
             if stream:  # readers blocked on the stream must learn it ended
@@ -193,6 +207,7 @@ class Gateway:
         except HandedOff:
             raise
         except errors.BridgeError as exc:
+            await self._forget_webhook(spec.task_id)
             await self._redact_error(ctx, exc)
             await self._save_meta(ctx)
             if exc.job_id is None and ctx.job_id:
@@ -220,11 +235,17 @@ class Gateway:
             await self.hooks.anotify("completed", ctx, output=output, delay_ms=None, execution_ms=None)
             return output
         self._check_input(spec, payload)
+        webhook, fallback = spec.webhook, None
+        if self.webhooks is not None and not stream and runsync_wait is None:
+            # The job reports back to our receiver (per-job secret in the URL); the caller's
+            # own webhook, if any, gets the verified body relayed. Polls only as a fallback.
+            webhook = await self.webhooks.url_for(spec.task_id, relay=spec.webhook, await_here=False)
+            fallback = (self.webhooks.fallback_after, self.webhooks.fallback_interval)
         if runsync_wait is not None:
-            call = handle.wire.runsync(payload, runsync_wait, spec.webhook, spec.policy, self.settings.s3_config,
+            call = handle.wire.runsync(payload, runsync_wait, webhook, spec.policy, self.settings.s3_config,
                                       spec.task_id)
         else:
-            call = handle.wire.run(payload, spec.webhook, spec.policy, self.settings.s3_config, spec.task_id)
+            call = handle.wire.run(payload, webhook, spec.policy, self.settings.s3_config, spec.task_id)
         sink = self._stream_sink(spec.task_id, ctx) if stream else None
         aggregate: list[Any] | None = [] if stream else None
         job_id, body = await self._submit(spec, handle, call, ctx, payload)
@@ -234,7 +255,7 @@ class Gateway:
         if body is None or not terminal(body):
             deadline, kind = self._deadline(spec, started)
             body = await self.poller.wait(handle, spec.task_id, job_id, deadline=deadline,
-                                          deadline_kind=kind, sink=sink, ctx=ctx)
+                                          deadline_kind=kind, sink=sink, ctx=ctx, fallback=fallback)
         if stream:
             return await self._finish_stream(spec, handle, ctx, body, aggregate or [])
         output = handle.wire.outcome(body, job_id)
@@ -244,6 +265,16 @@ class Gateway:
         await self.hooks.anotify("completed", ctx, output=output, delay_ms=body.get("delayTime"),
                                  execution_ms=body.get("executionTime"))
         return output
+
+    async def _forget_webhook(self, task_id: str) -> None:
+        """The job ended: later deliveries for it are refused (not on a hand-off: the next
+        worker re-registers the same URL)."""
+        self.poller.early.pop(task_id, None)
+        if self.webhooks is not None:
+            try:
+                await self.webhooks.forget(task_id)
+            except Exception:  # a Redis blip must not fail a finished job; the key expires
+                log.warning("bridge: dropping the webhook registration of %s failed", task_id)
 
     async def _save_meta(self, ctx: JobContext) -> None:
         """``ctx.meta`` (redacted) into the journal, where :func:`bridge.tasks.job_meta` reads it."""

@@ -85,6 +85,8 @@ class Poller:
         self.journal = journal
         self.redis = redis
         self.watches: dict[str, set[Watch]] = {}
+        #: Webhook bodies that arrived before their task's watch began (submit → wait race).
+        self.early: dict[str, dict[str, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._handing_off = False
         self.handoff_key: str | None = None  # set by the worker step (prefork children read it)
@@ -119,6 +121,9 @@ class Poller:
         first = 0.0
         if fallback is not None:
             first, w.slow = fallback
+            early = self.early.pop(task_id, None)
+            if early is not None and str(early.get("id", job_id)) == job_id:
+                return early
         self.watches.setdefault(task_id, set()).add(w)
         self._schedule_poll(w, first)
         if deadline is not None:
@@ -133,7 +138,12 @@ class Poller:
         ``body`` when it is terminal. Called on the loop (the webhook waiter's listener)."""
         if not terminal(body):
             return
-        for w in list(self.watches.get(task_id, ())):
+        watched = self.watches.get(task_id)
+        if not watched:
+            if len(self.early) < 10000:  # bounded: ended jobs pop theirs, see Gateway
+                self.early[task_id] = body
+            return
+        for w in list(watched):
             if not w.stream and str(body.get("id", w.job_id)) == w.job_id:
                 self._end(w, body)
 
