@@ -14,7 +14,7 @@ _redis = "redis://127.0.0.1:6379/0"
 
 broker_url = os.environ.get("CELERY_BROKER_URL", _redis)
 result_backend = os.environ.get("CELERY_RESULT_BACKEND", broker_url)
-imports = ("bridge.tasks",)
+imports = ("bridge.tasks", "bridge.batch.celery")
 
 # The recommended pool: threads. A bridge task blocks on the process's one poller, so a
 # thread per in-flight job costs ~100 KB and no CPU; 10,000 fit in one process.

@@ -38,6 +38,12 @@ def batch(batch_id: str, part: str) -> str:
     return f"{prefix()}:batch:{batch_id}:{part}"
 
 
+def handoff(host: str, pid: int) -> str:
+    """String: set by a worker's main process (``pid`` on ``host``) on warm shutdown; its
+    prefork children's pollers read it and hand their tasks back."""
+    return f"{prefix()}:handoff:{host}:{pid}"
+
+
 def webhook_secret(job_ref: str) -> str:
     """The per-job webhook secret and waiting task for webhook completion."""
     return f"{prefix()}:webhook:{job_ref}"

@@ -158,7 +158,7 @@ def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
 def handoff_key(main_pid: int) -> str:
     """The flag a worker's main process sets on warm shutdown; its prefork children's
     pollers read it (they cannot see the main process's signals)."""
-    return f"{keys.prefix()}:handoff:{socket.gethostname()}:{main_pid}"
+    return keys.handoff(socket.gethostname(), main_pid)
 
 
 def _on_child_init(**_: Any) -> None:
@@ -193,6 +193,7 @@ def install(app: Celery) -> Celery:
     """Add bridge's tasks and worker pieces to ``app``; returns ``app``. One line per app:
     ``bridge.install(app)``. Never changes the app's broker transport options."""
     global _installed_signals
+    import bridge.batch.celery  # noqa: F401  (bridge.batch_item, a shared task too)
     import bridge.tasks  # noqa: F401  (shared tasks: registered on every app)
 
     if BridgeStep not in app.steps["worker"]:
