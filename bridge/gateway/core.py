@@ -289,7 +289,7 @@ class Gateway:
             return
         message = await self.hooks.aredact(ctx, exc.args[0])
         error = await self.hooks.aredact(ctx, exc.error)
-        exc.error = error
+        exc.message, exc.error = message, error
         exc.args = (message, *exc.args[1:4], error, *exc.args[5:])
 
     def _check_input(self, spec: JobSpec, payload: Any) -> None:
@@ -405,6 +405,7 @@ class Gateway:
             try:
                 handle.wire.outcome(body, ctx.job_id)
             except errors.JobError as exc:
+                await self._redact_error(ctx, exc)  # the eof entry shows it to stream readers
                 error = str(exc)
                 await self._eof(spec.task_id, status, error)
                 raise

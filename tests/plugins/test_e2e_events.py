@@ -80,8 +80,17 @@ async def slow(job: dict[str, Any]) -> Any:
     return {"done": job["input"]}
 
 
+# A GitHub-style token: errors.scrub leaves it, only the redact plugin (bridge_redact) masks it.
+LEAK = "ghp_LEAKEDTOKEN0123456789abcdefXYZ"
+
+
 def fail(job: dict[str, Any]) -> Any:
-    return {"error": "broken with rpa_LEAKEDKEY0123456789abcdef inside"}
+    return {"error": f"broken with {LEAK} inside"}
+
+
+async def fail_stream(job: dict[str, Any]) -> Any:
+    yield "a"
+    raise ValueError(f"stream broke with {LEAK}")
 
 
 async def tokens(job: dict[str, Any]) -> Any:
@@ -115,6 +124,7 @@ def rig(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -
     client.flushdb()
     ep = LocalEndpoint(slow, endpoint_id="slow", workers=50)
     ep.add_endpoint("fail", fail)
+    ep.add_endpoint("fail_stream", fail_stream)
     ep.add_endpoint("tokens", tokens, workers=10)
     ep.add_endpoint("hit", slow)
     env = {
@@ -179,9 +189,23 @@ def test_a_failed_job_is_reported_and_its_error_text_is_redacted(rig):
     pending = rig.app.send_task("bridge.run", args=({}, "fail"))
     with pytest.raises(errors.JobFailed) as info:
         pending.get(timeout=30)
-    assert "rpa_LEAKEDKEY" not in str(info.value) and "broken with" in str(info.value)
+    assert LEAK not in str(info.value) and "broken with" in str(info.value)
+    assert LEAK not in str(info.value.args) and LEAK not in str(rig.redis.get(f"celery-task-meta-{pending.id}"))
     (failed,) = rig.events(pending.id, "failed")
     assert isinstance(failed[3]["error"], errors.JobFailed) and failed[2]
+
+
+def test_a_failed_stream_ends_with_a_redacted_error(rig):
+    pending = rig.app.send_task("bridge.stream", args=({}, "fail_stream"))
+    with pytest.raises(errors.JobFailed) as info:
+        pending.get(timeout=30)
+    assert LEAK not in str(info.value)
+    entries = rig.redis.xrange(keys.stream(pending.id))
+    eof = entries[-1][1]
+    assert eof[b"eof"] == b"1" and eof[b"status"] == b"FAILED" and b"stream broke with" in eof[b"error"]
+    assert LEAK.encode() not in eof[b"error"]
+    (failed,) = rig.events(pending.id, "failed")
+    assert isinstance(failed[3]["error"], errors.JobFailed)
 
 
 def test_a_cancelled_task_is_reported(rig):
