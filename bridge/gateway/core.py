@@ -239,8 +239,12 @@ class Gateway:
         if self.webhooks is not None and not stream and runsync_wait is None:
             # The job reports back to our receiver (per-job secret in the URL); the caller's
             # own webhook, if any, gets the verified body relayed. Polls only as a fallback.
-            webhook = await self.webhooks.url_for(spec.task_id, relay=spec.webhook, await_here=False)
-            fallback = (self.webhooks.fallback_after, self.webhooks.fallback_interval)
+            try:
+                webhook = await self.webhooks.url_for(spec.task_id, relay=spec.webhook, await_here=False)
+                fallback = (self.webhooks.fallback_after, self.webhooks.fallback_interval)
+            except Exception as exc:  # Redis unreachable for the registration: poll as usual
+                log.warning("bridge: webhook registration for %s failed (%s); polling instead",
+                            spec.task_id, type(exc).__name__)
         if runsync_wait is not None:
             call = handle.wire.runsync(payload, runsync_wait, webhook, spec.policy, self.settings.s3_config,
                                       spec.task_id)

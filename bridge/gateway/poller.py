@@ -87,6 +87,7 @@ class Poller:
         self.watches: dict[str, set[Watch]] = {}
         #: Webhook bodies that arrived before their task's watch began (submit → wait race).
         self.early: dict[str, dict[str, Any]] = {}
+        self._notes: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._handing_off = False
         self.handoff_key: str | None = None  # set by the worker step (prefork children read it)
@@ -144,7 +145,23 @@ class Poller:
                 self.early[task_id] = body
             return
         for w in list(watched):
-            if not w.stream and str(body.get("id", w.job_id)) == w.job_id:
+            if not w.done and not w.stream and str(body.get("id", w.job_id)) == w.job_id:
+                status, previous = str(body.get("status")), w.status
+                if w.ctx is None or status == previous:
+                    self._end(w, body)
+                    continue
+                w.status = status
+                # status_changed first, then the wait ends (observers see events in order)
+                task = asyncio.get_running_loop().create_task(self._delivered(w, body, status, previous))
+                self._notes.add(task)  # keep a reference until it ran
+                task.add_done_callback(self._notes.discard)
+
+    async def _delivered(self, w: Watch, body: dict[str, Any], status: str, previous: str | None) -> None:
+        try:
+            if w.ctx is not None:
+                await self.hooks.anotify("status_changed", w.ctx, status=status, previous=previous)
+        finally:
+            if not w.done:  # a cancel or deadline that came meanwhile wins
                 self._end(w, body)
 
     def handoff(self) -> None:

@@ -168,7 +168,7 @@ def test_submitted_status_changed_and_completed_carry_the_jobs_context(rig):
 
 
 def test_429s_on_submit_and_poll_are_reported_as_rate_limited_and_retried(rig):
-    rig.endpoint.set_faults(rate_limits={"run": [1, 2.0], "status": [1, 3.0]})
+    rig.endpoint.set_faults(rate_limits={"run": [1, 1.0], "status": [1, 1.0]})
     try:
         first = rig.app.send_task("bridge.run", args=({"seconds": 1.0}, "slow"))
         second = rig.app.send_task("bridge.run", args=({"seconds": 1.0}, "slow"))
