@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from bridge import errors, keys
+from bridge import errors
 from bridge import webhooks as bridge_webhooks
 from bridge.client._policy import RetryPolicy
 from bridge.client._wire import terminal
 from bridge.gateway.journal import Journal
 from bridge.gateway.poller import Cancelled, HandedOff, Poller
 from bridge.gateway.settings import GatewaySettings
+from bridge.gateway.stream_writer import StreamWriter, collecting
 from bridge.gateway.transport import EndpointHandle, Transport
 from bridge.hooks import Hooks, JobContext
 
@@ -77,6 +78,7 @@ class Gateway:
         self.redis = aioredis.Redis(connection_pool=pool)
         self.journal = Journal(self.redis, self.settings.journal_ttl)
         self.transport = Transport(self.settings, self.redis)
+        self.streams = StreamWriter(self.redis, self.hooks, self.settings.stream_maxlen, self.settings.journal_ttl)
         self.poller = Poller(self.settings, self.transport, self.journal, self.redis, self.hooks)
         # Webhooks (BRIDGE_WEBHOOK_URL set): one waiter per process, its inbox listener runs
         # on this loop and ends the poller's watch of the task a verified delivery names.
@@ -201,7 +203,7 @@ class Gateway:
             await self._save_meta(ctx)
             await self.journal.finish(spec.task_id, "REVOKED")
             if stream:  # readers blocked on the stream must learn it ended
-                await self._eof(spec.task_id, "CANCELLED", f"the task was {exc.reason}")
+                await self.streams.eof(spec.task_id, "CANCELLED", f"the task was {exc.reason}")
             await self.hooks.anotify("cancelled", ctx, reason=exc.reason)
             raise
         except HandedOff:
@@ -214,7 +216,7 @@ class Gateway:
                 exc.job_id = ctx.job_id  # every error carries the job id once there is one
                 exc.args = (exc.args[0], ctx.job_id, *exc.args[2:])
             if stream and not isinstance(exc, errors.JobError):  # JobErrors already wrote theirs
-                await self._eof(spec.task_id, "ERROR", str(exc))
+                await self.streams.eof(spec.task_id, "ERROR", str(exc))
             await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
             if ctx.job_id:
                 await self.journal.finish(spec.task_id, getattr(exc, "status", "") or "ERROR", type(exc).__name__)
@@ -227,8 +229,8 @@ class Gateway:
         if hit:
             if stream:  # readers of the task's stream must see the answer and its end
                 chunks = output if isinstance(output, list) else [output]
-                output = await self._stream_sink(spec.task_id, ctx)(chunks)
-                await self._eof(spec.task_id, "COMPLETED", "")
+                output = await self.streams.sink(spec.task_id, ctx)(chunks)
+                await self.streams.eof(spec.task_id, "COMPLETED", "")
             else:
                 output = await self.hooks.atransform_output(ctx, output)
             await self._save_meta(ctx)
@@ -250,18 +252,18 @@ class Gateway:
                                       spec.task_id)
         else:
             call = handle.wire.run(payload, webhook, spec.policy, self.settings.s3_config, spec.task_id)
-        sink = self._stream_sink(spec.task_id, ctx) if stream else None
-        aggregate: list[Any] | None = [] if stream else None
         job_id, body = await self._submit(spec, handle, call, ctx, payload)
-        if sink is not None and aggregate is not None:
-            aggregate.extend(await self._stream_so_far(spec.task_id))
-            sink = self._collecting(sink, aggregate)
+        aggregate: list[Any] = []
+        sink = None
+        if stream:
+            aggregate.extend(await self.streams.so_far(spec.task_id))
+            sink = collecting(self.streams.sink(spec.task_id, ctx), aggregate)
         if body is None or not terminal(body):
             deadline, kind = self._deadline(spec, started)
             body = await self.poller.wait(handle, spec.task_id, job_id, deadline=deadline,
                                           deadline_kind=kind, sink=sink, ctx=ctx, fallback=fallback)
         if stream:
-            return await self._finish_stream(spec, handle, ctx, body, aggregate or [])
+            return await self._finish_stream(spec, handle, ctx, body, aggregate)
         output = handle.wire.outcome(body, job_id)
         await self.journal.finish(spec.task_id, "COMPLETED")
         output = await self.hooks.atransform_output(ctx, output)
@@ -373,33 +375,6 @@ class Gateway:
 
     # -- streams --------------------------------------------------------------------------------
 
-    def _stream_sink(self, task_id: str, ctx: JobContext) -> Any:
-        key = keys.stream(task_id)
-
-        async def sink(chunks: list[Any]) -> list[Any]:
-            out = [await self.hooks.atransform_chunk(ctx, c) for c in chunks]
-            pipe = self.redis.pipeline(transaction=False)
-            for chunk in out:
-                pipe.xadd(key, {"chunk": json.dumps(chunk, default=str)},
-                          maxlen=self.settings.stream_maxlen, approximate=True)
-            pipe.expire(key, self.settings.journal_ttl)
-            await pipe.execute()
-            return out
-
-        return sink
-
-    @staticmethod
-    def _collecting(sink: Any, aggregate: list[Any]) -> Any:
-        async def collect(chunks: list[Any]) -> None:
-            aggregate.extend(await sink(chunks))
-
-        return collect
-
-    async def _stream_so_far(self, task_id: str) -> list[Any]:
-        """Chunks an earlier delivery already drained from /stream (a resumed stream)."""
-        entries: Any = await self.redis.xrange(keys.stream(task_id))
-        return [json.loads(f[b"chunk"]) for _, f in entries or () if b"chunk" in f]
-
     async def _finish_stream(self, spec: JobSpec, handle: EndpointHandle, ctx: JobContext,
                              body: dict[str, Any], aggregate: list[Any]) -> list[Any]:
         status, error = str(body.get("status")), ""
@@ -411,20 +386,14 @@ class Gateway:
             except errors.JobError as exc:
                 await self._redact_error(ctx, exc)  # the eof entry shows it to stream readers
                 error = str(exc)
-                await self._eof(spec.task_id, status, error)
+                await self.streams.eof(spec.task_id, status, error)
                 raise
-        await self._eof(spec.task_id, status, error)
+        await self.streams.eof(spec.task_id, status, error)
         await self.journal.finish(spec.task_id, status)
         await self._save_meta(ctx)
         await self.hooks.anotify("completed", ctx, output=aggregate, delay_ms=body.get("delayTime"),
                                  execution_ms=body.get("executionTime"))
         return aggregate
-
-    async def _eof(self, task_id: str, status: str, error: str) -> None:
-        fields: dict[Any, Any] = {"eof": "1", "status": status}
-        if error:
-            fields["error"] = error
-        await self.redis.xadd(keys.stream(task_id), fields)
 
 
 _lock = threading.Lock()
