@@ -31,8 +31,10 @@ TASK_NAMES = frozenset({
     "bridge.run", "bridge.run_sync", "bridge.stream", "bridge.status", "bridge.cancel",
     "bridge.purge_queue", "bridge.health",
 })
-#: Tasks that own a remote job (journal, cancel key, redelivery resume).
-JOB_TASKS = frozenset({"bridge.run", "bridge.run_sync", "bridge.stream"})
+#: Tasks that own a remote job (journal, cancel key, redelivery resume); the worker step
+#: mirrors their revokes and keeps their held messages from the visibility timeout.
+#: ``bridge.batch_item`` (bridge.batch.celery) waits on a remote job the same way.
+JOB_TASKS = frozenset({"bridge.run", "bridge.run_sync", "bridge.stream", "bridge.batch_item"})
 
 
 class BridgeTask(Task):
