@@ -56,8 +56,8 @@ class JobContext:
     """Everything a per-job hook may want to know, in one object (fields may be added).
 
     ``options`` maps plugin name → that plugin's options (``Hooks`` fills it when empty).
-    ``meta`` is what plugins want shown: the gateway copies it into the Celery task's meta
-    (e.g. ``{"cache": "hit"}``). ``state`` is private per-job scratch, never persisted.
+    ``meta`` is what plugins want shown (e.g. ``{"cache": "hit"}``): the gateway redacts it
+    and stores it with the task's journal entry, read by ``bridge.tasks.job_meta(task_id)``. ``state`` is private per-job scratch, never persisted.
     """
 
     endpoint_id: str
