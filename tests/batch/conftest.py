@@ -6,12 +6,13 @@ import asyncio
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bridge.testing.waiting import wait_until as _wait_until
 
 
 def flaky_handler(job: dict[str, Any]) -> dict[str, Any]:
@@ -64,10 +65,7 @@ def journal_counts(path: str) -> dict[str, int]:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)  # polling with a deadline, not synchronising on time
-    raise AssertionError(f"{what} not reached within {timeout} s")
+    try:
+        return _wait_until(predicate, timeout, 0.05)
+    except AssertionError:
+        raise AssertionError(f"{what} not reached within {timeout} s") from None

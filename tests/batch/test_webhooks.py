@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import redis.asyncio as aredis
 from aiohttp import web
 
 import bridge.batch
+from bridge.testing import AppServer
 from bridge.webhooks import WebhookReceiver, strip_body
 from bridge.webhooks.receiver import SafeAccessLogger, inbox_key, make_app, registration_key
 from bridge.webhooks.secrets import receiver_key, webhook_url
@@ -23,27 +23,9 @@ from bridge.webhooks.secrets import receiver_key, webhook_url
 from .conftest import wait_until
 
 
-class Server:
-    """An aiohttp app on 127.0.0.1 in a background thread (the receiver RunPod would reach)."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, access_log_class=SafeAccessLogger)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    async def _start(self) -> int:
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+def Server(app: web.Application) -> AppServer:
+    """The receiver RunPod would reach, on 127.0.0.1."""
+    return AppServer(app, access_log_class=SafeAccessLogger)
 
 
 @pytest.fixture

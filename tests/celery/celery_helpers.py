@@ -192,36 +192,9 @@ class GarbageServer:
         self.server.server_close()
 
 
-class AiohttpServer:
-    """An aiohttp app on 127.0.0.1 in a background thread (a webhook receiver RunPod would
-    reach, or a caller's own webhook)."""
+def AiohttpServer(app: Any) -> Any:
+    """An aiohttp app on 127.0.0.1 in a background thread (webhook receiver, caller)."""
+    from bridge.testing import AppServer
+    from bridge.webhooks.receiver import SafeAccessLogger
 
-    def __init__(self, app: Any) -> None:
-        import asyncio
-        import threading
-
-        from aiohttp import web
-
-        from bridge.webhooks.receiver import SafeAccessLogger
-
-        self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(app, access_log_class=SafeAccessLogger)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    async def _start(self) -> int:
-        from aiohttp import web
-
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        import asyncio
-
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+    return AppServer(app, access_log_class=SafeAccessLogger)
