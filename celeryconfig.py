@@ -1,44 +1,10 @@
 """Celery settings for ``bridge.app:app`` (``celery -A bridge.app worker``, no other flags).
 
-Everything comes from the environment: ``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND``,
-``RUNPOD_API_KEY`` / ``RUNPOD_ENDPOINT_BASE_URL`` (read by the gateway in the worker) and
-``BRIDGE_*`` (docs/settings.md). The numbers below are explained in docs/celery.md and
-docs/scaling.md.
+All values come from the environment (``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND``,
+``RUNPOD_API_KEY``, ``RUNPOD_ENDPOINT_BASE_URL``, ``BRIDGE_*``: docs/settings.md); their
+defaults and the reasons for them live in ``bridge/celery_settings.py``. Override any of
+them below this import; ``bridge.app`` reads this module when it is importable (the
+working directory), else ``bridge.celery_settings``.
 """
 
-from __future__ import annotations
-
-import os
-
-_redis = "redis://127.0.0.1:6379/0"
-
-broker_url = os.environ.get("CELERY_BROKER_URL", _redis)
-result_backend = os.environ.get("CELERY_RESULT_BACKEND", broker_url)
-imports = ("bridge.tasks", "bridge.batch.celery")
-
-# The recommended pool: threads. A bridge task blocks on the process's one poller, so a
-# thread per in-flight job costs ~100 KB and no CPU; 10,000 fit in one process.
-worker_pool = os.environ.get("BRIDGE_WORKER_POOL", "threads")
-worker_concurrency = int(os.environ.get("BRIDGE_WORKER_CONCURRENCY", "10000"))
-worker_prefetch_multiplier = 1
-
-# Crash safety: a killed worker's messages come back; a redelivered task resumes its job.
-task_acks_late = True
-task_reject_on_worker_lost = True
-# Takeover after a worker dies: visibility timeout after its last heartbeat (the bridge
-# worker step refreshes held bridge messages every BRIDGE_HEARTBEAT_INTERVAL s), found by
-# the restore sweep every unacked_restore_interval s: at most 60 + 10 + 5 s with these values.
-_vt = int(os.environ.get("BRIDGE_VISIBILITY_TIMEOUT", "60"))
-broker_transport_options = {
-    "visibility_timeout": _vt,
-    "unacked_restore_interval": int(os.environ.get("BRIDGE_RESTORE_INTERVAL", "5")),
-    "unacked_restore_throttle": 1,
-}
-result_backend_transport_options = {"visibility_timeout": _vt}
-
-task_serializer = "json"
-result_serializer = "json"
-accept_content = ["json"]
-result_extended = False  # never store task arguments next to results
-broker_connection_retry_on_startup = True
-worker_hijack_root_logger = False
+from bridge.celery_settings import *  # noqa: F403

@@ -12,7 +12,7 @@ from celery import Celery
 from bridge.worker import install
 
 app = Celery("bench")
-app.config_from_object("celeryconfig")
+app.config_from_object("celeryconfig")  # the repository's, as bridge.app
 install(app)
 
 

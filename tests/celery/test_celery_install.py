@@ -36,3 +36,30 @@ def test_install_registers_every_bridge_task_including_batch_item():
 def test_the_handoff_flag_is_named_in_bridge_keys(monkeypatch):
     monkeypatch.setenv("BRIDGE_KEY_PREFIX", "tenant7")
     assert handoff_key(4242) == keys.handoff(socket.gethostname(), 4242) == f"tenant7:handoff:{socket.gethostname()}:4242"
+
+
+APP_PROBE = """
+import os, sys
+sys.path.insert(0, os.getcwd())  # as `celery -A` does
+from bridge.app import app
+print(app.conf.worker_pool, app.conf.task_acks_late, app.conf.worker_concurrency, app.conf.broker_url)
+"""
+
+
+def test_bridge_app_reads_celeryconfig_in_the_working_directory_else_bridge_defaults(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "BRIDGE_"))}
+    env["PYTHONPATH"] = ""  # bridge is installed in the venv; the repository is not on the path
+
+    def probe(cwd):  # type: ignore[no-untyped-def]
+        return subprocess.run([sys.executable, "-c", APP_PROBE], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=60, check=True).stdout.split()
+
+    # elsewhere (a pip-installed bridge): the packaged defaults
+    assert probe(tmp_path) == ["threads", "True", "10000", "redis://127.0.0.1:6379/0"]
+    # a deployment's own celeryconfig.py in the working directory wins
+    (tmp_path / "celeryconfig.py").write_text(
+        "from bridge.celery_settings import *  # noqa: F403\nworker_concurrency = 250\n"
+    )
+    assert probe(tmp_path) == ["threads", "True", "250", "redis://127.0.0.1:6379/0"]
+    # the repository's celeryconfig.py gives the same values as the defaults
+    assert probe(ROOT) == ["threads", "True", "10000", "redis://127.0.0.1:6379/0"]

@@ -75,6 +75,19 @@ def test_cancel_task_works_without_any_broadcast(stack: Stack) -> None:
     wait_until(lambda: running.state == "REVOKED", 2.0)
 
 
+def test_a_revoked_batch_item_cancels_its_remote_job(stack: Stack) -> None:
+    # (before the prefork test: its sub_stack re-points the gateway at another Redis db)
+    # bridge.batch_item waits on a remote job like bridge.run: the worker step mirrors its
+    # revoke into the cancel key (and keeps its held message from the visibility timeout)
+    result = stack.app.send_task(
+        "bridge.batch_item", args=({"seconds": 30}, "sleep", "revokedbatch", 0), task_id="bb-revokedbatch-0-0"
+    )
+    job_id = stack.job_id(result.id)
+    assert stack.remote_status(job_id) in ("IN_QUEUE", "IN_PROGRESS")
+    result.revoke()
+    wait_until(lambda: stack.remote_status(job_id) == "CANCELLED", 2.0)
+
+
 @pytest.mark.slow
 def test_prefork_plain_revoke_terminate_and_time_limit(
     sub_stack: Stack, workers: Callable[..., WorkerProcess]
@@ -97,14 +110,3 @@ def test_prefork_plain_revoke_terminate_and_time_limit(
     assert info.value.job_id == jobs[limited.id]
     wait_until(lambda: sub_stack.remote_status(jobs[limited.id]) == "CANCELLED", 2.0)
 
-
-def test_a_revoked_batch_item_cancels_its_remote_job(stack: Stack) -> None:
-    # bridge.batch_item waits on a remote job like bridge.run: the worker step mirrors its
-    # revoke into the cancel key (and keeps its held message from the visibility timeout)
-    result = stack.app.send_task(
-        "bridge.batch_item", args=({"seconds": 30}, "sleep", "revokedbatch", 0), task_id="bb-revokedbatch-0-0"
-    )
-    job_id = stack.job_id(result.id)
-    assert stack.remote_status(job_id) in ("IN_QUEUE", "IN_PROGRESS")
-    result.revoke()
-    wait_until(lambda: stack.remote_status(job_id) == "CANCELLED", 2.0)
