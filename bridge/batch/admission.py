@@ -22,12 +22,11 @@ from dataclasses import dataclass
 
 from bridge.config import is_runpod_api
 from bridge.errors import ConfigurationError
+from bridge.limits import RUNPOD_LIMITS, WINDOW_SECONDS
 
 #: RunPod's documented per-endpoint budgets (requests, seconds).
 RUNPOD_RATES: dict[str, tuple[int, float]] = {
-    "run": (1000, 10.0),
-    "status": (2000, 10.0),
-    "cancel": (100, 10.0),
+    route: (RUNPOD_LIMITS[route][0], WINDOW_SECONDS) for route in ("run", "status", "cancel")
 }
 
 

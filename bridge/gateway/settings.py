@@ -13,21 +13,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge import limits
 from bridge.config import env_float, env_int, is_runpod_api
 from bridge.errors import ConfigurationError
 
-#: RunPod's documented limits per endpoint and 10 s window: route -> (requests, concurrent).
-RUNPOD_LIMITS: dict[str, tuple[int, int]] = {
-    "run": (1000, 200),
-    "runsync": (2000, 400),
-    "status": (2000, 400),
-    "stream": (2000, 400),
-    "cancel": (100, 20),
-    "purge-queue": (2, 1),
-    "health": (2000, 400),
-}
+#: The budget against RunPod's API: its documented limits (bridge.limits), plus /health,
+#: which the documentation does not list, at the status route's rate.
+RUNPOD_LIMITS: dict[str, tuple[int, int]] = {**limits.RUNPOD_LIMITS, "health": limits.RUNPOD_LIMITS["status"]}
 
-WINDOW_SECONDS = 10.0
+WINDOW_SECONDS = limits.WINDOW_SECONDS
 
 
 def parse_limits(text: str) -> dict[str, tuple[int, int]]:

@@ -22,16 +22,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.limits import RUNPOD_LIMITS as _RUNPOD
+from bridge.limits import WINDOW_SECONDS
+
 ROUTES = ("run", "runsync", "status", "status-sync", "stream", "cancel", "retry", "purge-queue", "health")
 
-#: RunPod's documented per-endpoint limits, requests per 10 s (reference §6).
+#: The ``runpod`` profile: RunPod's documented per-endpoint limits, requests per window.
 RUNPOD_LIMITS: dict[str, tuple[float, float]] = {
-    "run": (1000, 10.0),
-    "runsync": (2000, 10.0),
-    "status": (2000, 10.0),
-    "stream": (2000, 10.0),
-    "cancel": (100, 10.0),
-    "purge-queue": (2, 10.0),
+    route: (requests, WINDOW_SECONDS) for route, (requests, _) in _RUNPOD.items()
 }
 
 
