@@ -62,7 +62,10 @@ _SECRET_PATTERNS = [
     # Bearer tokens and RunPod-style keys (rpa_..., rp_...), long hex/base64 runs.
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"),
     re.compile(r"\brp[a-z]?_[A-Za-z0-9]{8,}\b"),
-    re.compile(r"(?i)((?:api[_-]?key|token|secret|password|accessSecret|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',&}]+"),
+    # key: value pairs. An auth scheme after the name stays readable ("Authorization: Bearer
+    # ***"), and so does a placeholder such as <key> in a hint: neither is a secret.
+    re.compile(r"(?i)((?:api[_-]?key|token|secret|password|accessSecret|authorization)[\"']?\s*[:=]\s*[\"']?"
+               r"(?:(?:bearer|basic)\s+)?)(?!(?:bearer|basic)\s)(?!<)[^\s\"',&}]+"),
 ]
 
 
@@ -165,6 +168,8 @@ class NotFound(EndpointError):
         "the endpoint id, and that the job id exists and has not expired "
         "(results are kept 30 min after /run, 1 min after /runsync, or until policy.ttl)"
     )
+    #: The hint of a 404 on a route that names no job (/run, /runsync, /health, /purge-queue).
+    endpoint_hint = "the endpoint id, and that the base URL is the endpoints' API (ending in /v2)"
 
 
 class RateLimited(EndpointError):

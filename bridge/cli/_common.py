@@ -1,12 +1,15 @@
-"""Shared CLI pieces: exit codes and the one place bridge errors become exit codes."""
+"""Shared CLI pieces: exit codes, the one place bridge errors become exit codes, and the
+checks that options get before anything is sent (a bad value exits 7 with one JSON line)."""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlparse
 
 import click
 
@@ -47,6 +50,72 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
+def echo_error(error: str, message: str, job_id: str | None = None, **extra: Any) -> None:
+    """One JSON line on stderr, the documented error shape."""
+    body: dict[str, Any] = {"error": error, "message": message}
+    if job_id:
+        body["job_id"] = job_id
+    body.update(extra)
+    click.echo(json.dumps(body, default=str), err=True)
+
+
+def interrupted(message: str = "interrupted (Ctrl+C)", job_id: str | None = None, **extra: Any) -> NoReturn:
+    """Say what an interrupt left behind, then exit 130."""
+    echo_error("KeyboardInterrupt", message, job_id, **extra)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+# -- option checks (each raises InvalidRequest: exit 7, one line) ----------------------------
+
+
+def _invalid(message: str, option: str) -> errors.InvalidRequest:
+    return errors.InvalidRequest(message, None, None, f"the {option} option")
+
+
+def check_policy(policy: Any, option: str = "--policy") -> dict[str, Any]:
+    """A job policy: a JSON object whose documented keys have the documented types."""
+    from bridge.local.policies import EndpointOptions, PolicyError, apply_policy
+
+    if not isinstance(policy, dict):
+        raise _invalid(f"{option} must be a JSON object such as {{\"executionTimeout\": 60000}}, "
+                       f"got {type(policy).__name__} {json.dumps(policy)[:60]}", option)
+    try:
+        apply_policy(policy, EndpointOptions(), "local")  # the type rules the endpoint applies
+    except PolicyError as exc:
+        raise _invalid(f"{option}: {exc}", option) from None
+    return policy
+
+
+def check_url(url: str | None, option: str) -> str | None:
+    """An absolute http(s) URL (or None)."""
+    if url is None:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or any(c.isspace() for c in url):
+        raise _invalid(f"{option} {url[:100]!r} is not an http(s) URL such as https://example.com/hook", option)
+    return url
+
+
+def check_header_value(value: str | None, option: str, *, secret: bool = False) -> str | None:
+    """Text that can travel in an HTTP header: non-empty, no spaces or control characters."""
+    if value is None:
+        return None
+    if not value or not value.isprintable() or any(c.isspace() for c in value) or not value.isascii():
+        shown = "the value given" if secret else repr(value[:60])
+        raise _invalid(f"{option}: {shown} is empty or has spaces, control or non-ASCII characters", option)
+    return value
+
+
+def check_seconds(value: float | None, option: str, *, zero: bool = False) -> float | None:
+    """A positive, finite number of seconds (or None); ``zero`` allows 0."""
+    if value is None:
+        return None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        need = "0 or more" if zero else "more than 0"
+        raise _invalid(f"{option} must be a finite number of seconds, {need}; got {value:g}", option)
+    return value
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -58,13 +127,10 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except errors.BridgeError as exc:
-            body = {"error": type(exc).__name__, "message": str(exc)}
-            if exc.job_id:
-                body["job_id"] = exc.job_id
-            click.echo(json.dumps(body), err=True)
+            echo_error(type(exc).__name__, str(exc), exc.job_id)
             sys.exit(exit_code_for(exc))
         except KeyboardInterrupt:
-            sys.exit(EXIT_INTERRUPTED)
+            interrupted()
 
     return wrapper  # type: ignore[return-value]
 

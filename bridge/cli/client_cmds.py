@@ -8,15 +8,27 @@ Every command prints JSON on stdout; errors go to stderr as JSON with the exit c
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from bridge import errors
-from bridge.cli._common import echo_json, endpoint_option, handle_errors
-from bridge.client.sync import Endpoint
+from bridge.cli._common import (
+    check_header_value,
+    check_policy,
+    check_seconds,
+    check_url,
+    echo_json,
+    endpoint_option,
+    handle_errors,
+    interrupted,
+)
+from bridge.client.sync import Endpoint, Job
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,8 +44,23 @@ def _connection_options(func: F) -> F:
     )(func)
 
 
-def _endpoint(endpoint_id: str, api_key: str | None, base_url: str | None) -> Endpoint:
-    return Endpoint(endpoint_id, api_key=api_key, base_url=base_url)
+class _RunEndpoint(Endpoint):
+    """An endpoint that remembers the last job it made (from /run's or /runsync's answer),
+    so that Ctrl+C can cancel it and ``--sync`` can print its id."""
+
+    last_job: Job | None = None
+
+    def _new_job(self, job_id: str, body: Mapping[str, Any] | None = None) -> Job:
+        job = super()._new_job(job_id, body)
+        self.last_job = job
+        return job
+
+
+def _endpoint(endpoint_id: str, api_key: str | None, base_url: str | None) -> _RunEndpoint:
+    # The base URL is checked by the client (ConfigurationError, exit 7); the key here,
+    # since requests would raise a bare ValueError for a header it cannot send.
+    check_header_value(api_key, "--api-key", secret=True)
+    return _RunEndpoint(endpoint_id, api_key=api_key, base_url=base_url)
 
 
 def _read_json(text: str, what: str) -> Any:
@@ -54,19 +81,86 @@ def _read_json(text: str, what: str) -> Any:
         ) from None
 
 
+def _check_run_flags(use_sync: bool, wait: bool, stream: bool, timeout: float | None,
+                     cancel_on_timeout: bool) -> None:
+    """Flags that cannot work together are refused rather than silently ignored."""
+    clashes = [
+        (use_sync and not wait, "--sync waits for the result; it cannot be combined with --no-wait"),
+        (use_sync and stream, "--stream reads /stream after /run; it cannot be combined with --sync"),
+        (stream and not wait, "--stream waits for the chunks; it cannot be combined with --no-wait"),
+        (not wait and timeout is not None, "--timeout bounds the wait; it means nothing with --no-wait"),
+        (cancel_on_timeout and timeout is None, "--cancel-on-timeout needs --timeout SECONDS"),
+    ]
+    for clash, message in clashes:
+        if clash:
+            raise errors.InvalidRequest(message, None, None, "the options of bridge run (bridge run --help)")
+
+
+@contextmanager
+def _ctrl_c_after_submit() -> Iterator[None]:
+    """Hold a first Ctrl+C until the block (the /run request) ends, then raise it: the job
+    id is known by then, so the job can be cancelled instead of left running unseen. A
+    second Ctrl+C stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[bool] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(True)
+        click.echo("bridge run: Ctrl+C: the job is cancelled as soon as /run answers with its id "
+                   "(Ctrl+C again to quit without cancelling)", err=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
+def _cancel_and_exit(endpoint: _RunEndpoint, use_sync: bool) -> NoReturn:
+    """After Ctrl+C: cancel the job this command started, say what happened, exit 130."""
+    job = endpoint.last_job
+    if job is None:
+        if use_sync:
+            interrupted("interrupted (Ctrl+C) while /runsync held the request: the endpoint had not "
+                        "sent the job id yet, so the job could not be cancelled and may still run. "
+                        "Without --sync, Ctrl+C cancels the job", cancelled=False)
+        interrupted("interrupted (Ctrl+C) before /run answered: no job id was received, so nothing "
+                    "could be cancelled; a job may still have been created", cancelled=False)
+    again = f"bridge cancel -e {endpoint.endpoint_id} {job.job_id}"
+    try:
+        outcome = job.cancel()
+    except errors.BridgeError as exc:
+        interrupted(f"interrupted (Ctrl+C); cancelling job {job.job_id} failed: {exc.message}; it may "
+                    f"still be running ({again})", job.job_id, cancelled=False)
+    except KeyboardInterrupt:
+        interrupted(f"interrupted (Ctrl+C) twice; job {job.job_id} may still be running ({again})",
+                    job.job_id, cancelled=False)
+    status = outcome.get("status")
+    interrupted(f"interrupted (Ctrl+C); cancelled remote job {job.job_id}: endpoint answered status {status}",
+                job.job_id, cancelled=status == "CANCELLED", cancel=outcome)
+
+
 @click.command("run")
 @endpoint_option
 @click.argument("input_json", metavar="[INPUT]", default="{}", required=False)
-@click.option("--sync", "use_sync", is_flag=True, help="Use /runsync (the endpoint holds the request).")
+@click.option("--sync", "use_sync", is_flag=True,
+              help="Use /runsync (the endpoint holds the request; up to 20 MB of input). Ctrl+C "
+                   "cancels the job only once the endpoint has sent its id.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Wait for the result, or print the job id and return.")
+              help="Wait for the result, or print the job id and return (the job keeps running).")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="Give up waiting after this long (exit 6). Default: wait as long as it takes.")
 @click.option("--cancel-on-timeout", is_flag=True, help="Cancel the remote job when --timeout passes.")
 @click.option("--stream", "stream", is_flag=True, help="Print each streamed chunk as a JSON line.")
-@click.option("--webhook", default=None, metavar="URL", help="URL the endpoint POSTs the result to.")
+@click.option("--webhook", default=None, metavar="URL", help="http(s) URL the endpoint POSTs the result to.")
 @click.option("--policy", "policy_json", default=None, metavar="JSON",
-              help='Job policy, e.g. \'{"executionTimeout": 60000, "ttl": 3600000}\'.')
+              help='Job policy, a JSON object, e.g. \'{"executionTimeout": 60000, "ttl": 3600000}\'.')
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="Same key, same job (default: a new key per command).")
 @_connection_options
@@ -79,27 +173,43 @@ def run_cmd(
     """Submit a job. INPUT is JSON text, - for stdin or @file (default {}).
 
     Prints {"id", "status", "output"} once the job ends, or {"id", "status"} with
-    --no-wait. A job that ends FAILED, CANCELLED or TIMED_OUT exits 1.
+    --no-wait. A job that ends FAILED, CANCELLED or TIMED_OUT exits 1. Ctrl+C cancels
+    the job and exits 130.
     """
+    # Everything is checked before anything is sent.
+    _check_run_flags(use_sync, wait, stream, timeout, cancel_on_timeout)
+    check_seconds(timeout, "--timeout")
+    check_url(webhook, "--webhook")
+    check_header_value(idempotency_key, "--idempotency-key")
+    policy = check_policy(_read_json(policy_json, "--policy")) if policy_json is not None else None
     payload = _read_json(input_json, "INPUT")
-    policy = _read_json(policy_json, "--policy") if policy_json else None
     options: dict[str, Any] = {"webhook": webhook, "policy": policy, "idempotency_key": idempotency_key}
-    with _endpoint(endpoint_id, api_key, base_url) as endpoint:
-        if use_sync:
-            output = endpoint.run_sync(
-                payload, 86400 if timeout is None else timeout, cancel_on_timeout=cancel_on_timeout, **options
-            )
-            echo_json({"status": "COMPLETED", "output": output})
-            return
+    endpoint = _endpoint(endpoint_id, api_key, base_url)
+    with endpoint:
+        try:
+            result = _run(endpoint, payload, options, use_sync, wait, stream, timeout, cancel_on_timeout)
+        except KeyboardInterrupt:
+            _cancel_and_exit(endpoint, use_sync)
+        echo_json(result)
+
+
+def _run(endpoint: _RunEndpoint, payload: Any, options: dict[str, Any], use_sync: bool, wait: bool,
+         stream: bool, timeout: float | None, cancel_on_timeout: bool) -> dict[str, Any]:
+    if use_sync:
+        output = endpoint.run_sync(
+            payload, 86400 if timeout is None else timeout, cancel_on_timeout=cancel_on_timeout, **options
+        )
+        assert endpoint.last_job is not None  # /runsync answered with the job's id
+        return {"id": endpoint.last_job.job_id, "status": "COMPLETED", "output": output}
+    with _ctrl_c_after_submit():
         job = endpoint.run(payload, **options)
-        if not wait:
-            echo_json({"id": job.job_id, "status": job.last_status or "IN_QUEUE"})
-            return
-        if stream:
-            for chunk in job.stream(timeout):
-                click.echo(json.dumps(chunk, default=str))
-        output = job.output(timeout, cancel_on_timeout=cancel_on_timeout)
-        echo_json({"id": job.job_id, "status": "COMPLETED", "output": output})
+    if not wait:
+        return {"id": job.job_id, "status": job.last_status or "IN_QUEUE"}
+    if stream:
+        for chunk in job.stream(timeout):
+            click.echo(json.dumps(chunk, default=str))
+    output = job.output(timeout, cancel_on_timeout=cancel_on_timeout)
+    return {"id": job.job_id, "status": "COMPLETED", "output": output}
 
 
 @click.command("status")
@@ -112,6 +222,7 @@ def run_cmd(
 def status_cmd(endpoint_id: str, job_id: str, wait: float | None, api_key: str | None,
                base_url: str | None) -> None:
     """Print a job's status body as the endpoint returns it."""
+    check_seconds(wait, "--wait", zero=True)
     with _endpoint(endpoint_id, api_key, base_url) as endpoint:
         echo_json(endpoint.job(job_id).fetch(wait))
 

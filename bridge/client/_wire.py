@@ -250,7 +250,9 @@ class Wire:
         if status_code in (401, 403):
             return errors.AuthenticationError(*args)
         if status_code == 404:
-            return errors.NotFound(*args)
+            # Without a job in the request only the endpoint can be unknown: no job-expiry hint.
+            hint = None if call.job_id else errors.NotFound.endpoint_hint
+            return errors.NotFound(what, call.job_id, self.endpoint_id, hint, status_code)
         if status_code == 429:
             retry_after = parse_retry_after(headers.get("Retry-After"))
             return errors.RateLimited(what, call.job_id, self.endpoint_id, None, 429, retry_after)

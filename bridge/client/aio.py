@@ -3,12 +3,14 @@ with the same methods and semantics as the sync client (run_sync, policy and web
 included) and the SDK's call shapes; both drive the same plans (:mod:`bridge.client._plans`),
 so only the I/O differs. Nothing needs a timeout to work. The endpoint owns
 its ``aiohttp.ClientSession`` (made on first use, inside the running loop) unless one is
-passed."""
+passed; an owned session is closed by ``close()``/``async with``, or else when its loop
+shuts down (``asyncio.run`` ending), so the SDK-style ``AsyncioEndpoint("id")`` without a
+session never leaves "Unclosed client session" warnings behind."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -36,6 +38,33 @@ def new_session(limit: int = 0) -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
     )
+
+
+async def _closes_at_loop_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Parks until the loop finalises open async generators, then closes ``session``.
+
+    ``asyncio.run`` (and any loop runner calling ``loop.shutdown_asyncgens()``) closes every
+    async generator still open in the loop before closing the loop, which is the one
+    documented hook at loop shutdown; a generator dropped earlier is finalised on its loop
+    too. That lets an owned session close gracefully without the caller's ``close()``."""
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+def _park(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """Start :func:`_closes_at_loop_shutdown` for ``session`` in the running loop, synchronously.
+
+    Its first step awaits nothing, so one ``send(None)`` runs it to its ``yield``; the
+    loop's first-iteration hook, called by that step, registers it for shutdown."""
+    keeper = _closes_at_loop_shutdown(session)
+    step = keeper.__anext__()
+    try:
+        step.send(None)
+    except StopIteration:
+        pass
+    return keeper
 
 
 def env_proxy(base_url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
@@ -70,6 +99,7 @@ class AsyncioEndpoint(EndpointBase):
         self._owns_session = session is None
         self._session = session
         self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: AsyncGenerator[None, None] | None = None
         # A borrowed session brings its own proxy settings (trust_env or not).
         self._proxy, self._proxy_auth = env_proxy(self.base_url) if session is None else (None, None)
 
@@ -82,6 +112,7 @@ class AsyncioEndpoint(EndpointBase):
             if self._session is None or self._session.closed or self._session_loop is not loop:
                 self._session = new_session()
                 self._session_loop = loop
+                self._keeper = _park(self._session)
         assert self._session is not None
         return self._session
 
@@ -176,7 +207,10 @@ class AsyncioEndpoint(EndpointBase):
         if self._owns_session and self._session is not None and not self._session.closed:
             if self._session_loop is asyncio.get_running_loop():
                 await self._session.close()
+                if self._keeper is not None:
+                    await self._keeper.aclose()  # its session is closed already
             self._session = None
+            self._keeper = None
 
     async def __aenter__(self) -> AsyncioEndpoint:
         return self
