@@ -11,6 +11,8 @@ WORKDIR /app
 COPY pyproject.toml README.md celeryconfig.py ./
 COPY bridge ./bridge
 COPY plugins ./plugins
+# the local endpoint service in compose.yaml serves examples/handlers.py
+COPY examples ./examples
 RUN pip install . \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin bridge
 
