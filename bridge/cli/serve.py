@@ -7,7 +7,9 @@
     bridge serve --worker-command "python examples/runpod_worker/handler.py" --worker-count 2 -e workers
 
 Prints the base URL (``http://127.0.0.1:PORT/v2``) on its first line of output, then serves
-until SIGINT or SIGTERM.
+until SIGINT or SIGTERM, a normal stop (exit 0). A handler that cannot be loaded, a port
+that cannot be bound, or a ``--worker-command`` whose workers keep dying before they reach
+the endpoint (see :mod:`bridge.local.worker_procs`) exits 7 with one line on stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import click
 
 from bridge import errors
 from bridge.cli._common import EXIT_INVALID
+from bridge.local.bodies import BODY_TIMEOUT, HEADER_TIMEOUT
 from bridge.local.faults import ROUTES
 from bridge.local.policies import PROFILES
 
@@ -73,6 +76,11 @@ def _parse_error_rate(value: str) -> tuple[str, float]:
 @click.option("--cold-start", type=float, default=0.0, help="Seconds the first job waits for a worker to boot.")
 @click.option("--webhook-retry-delay", type=float, default=10.0, show_default=True,
               help="Seconds between webhook attempts (3 attempts in all).")
+@click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=HEADER_TIMEOUT,
+              show_default=True, help="Seconds a connection may take to send a complete request head "
+                                      "(from its opening or its previous answer; also the idle keep-alive).")
+@click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=BODY_TIMEOUT,
+              show_default=True, help="Seconds a request body may take after its head; then 408.")
 @click.option("--worker-command", default=None, metavar="CMD",
               help="Run the endpoint's jobs in real runpod worker processes started with CMD "
                    "(e.g. \"python handler.py\"), instead of a HANDLER.")
@@ -96,6 +104,8 @@ def serve(
     latency: float,
     cold_start: float,
     webhook_retry_delay: float,
+    header_timeout: float,
+    body_timeout: float,
     worker_command: str | None,
     worker_count: int,
 ) -> None:
@@ -123,13 +133,17 @@ def serve(
         faults["rate_limits"] = limits
     if error_rates:
         faults["error_rate"] = dict(_parse_error_rate(v) for v in error_rates)
+    server_options = {"webhook_retry_delay": webhook_retry_delay, "header_timeout": header_timeout,
+                      "body_timeout": body_timeout}
     options = {
         "workers": workers, "return_aggregate_stream": return_aggregate_stream, "retention": retention,
         "sync_retention": sync_retention, "execution_timeout": execution_timeout,
     }
     try:
-        asyncio.run(_serve(endpoints, host, port, api_key, profile, faults, webhook_retry_delay, options,
+        asyncio.run(_serve(endpoints, host, port, api_key, profile, faults, server_options, options,
                            worker_count))
+    except KeyboardInterrupt:  # Ctrl+C before the signal handlers were in place: a normal stop too
+        click.echo("bridge serve: stopping", err=True)
     except errors.BridgeError as exc:
         click.echo(f"bridge serve: {exc}", err=True)
         sys.exit(EXIT_INVALID)
@@ -140,20 +154,28 @@ def serve(
 
 async def _serve(
     endpoints: list[tuple[str, str | None, str | None]], host: str, port: int, api_key: str | None, profile: str,
-    faults: dict[str, Any], webhook_retry_delay: float, options: dict[str, Any], worker_count: int,
+    faults: dict[str, Any], server_options: dict[str, Any], options: dict[str, Any], worker_count: int,
 ) -> None:
     from bridge.local.server import LocalServer
 
     server = LocalServer(host=host, port=port, api_key=api_key, profile=profile, faults=faults,
-                         webhook_retry_delay=webhook_retry_delay)
+                         **server_options)
     stop = asyncio.Event()
+    failed: list[errors.BridgeError] = []
+
+    def give_up(error: errors.BridgeError) -> None:
+        # The workers of a --worker-command never came up: serving on would only queue jobs.
+        failed.append(error)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         for ep_id, spec, command in endpoints:
             if command is not None:
-                server.add_endpoint(ep_id, worker_command=command, worker_count=worker_count, **options)
+                server.add_endpoint(ep_id, worker_command=command, worker_count=worker_count,
+                                    worker_options={"on_give_up": give_up}, **options)
             else:
                 server.add_endpoint(ep_id, spec, **options)
         base_url = await server.start()
@@ -162,9 +184,12 @@ async def _serve(
                    f"{'; API key required' if api_key else ''})")
         sys.stdout.flush()
         await stop.wait()
-        click.echo("bridge serve: stopping", err=True)
+        if not failed:
+            click.echo("bridge serve: stopping", err=True)
     finally:
         await server.stop()
+    if failed:
+        raise failed[0]
 
 
 def register(group: click.Group) -> None:

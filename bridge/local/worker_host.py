@@ -132,6 +132,7 @@ class WorkerHost:
         self.requests = 0
         self.route_counts: Counter[str] = Counter()
         self._watchdog: asyncio.Task[None] | None = None
+        self._refuser: asyncio.Task[None] | None = None
 
     # -- lifecycle (supervisor) --------------------------------------------------------
 
@@ -145,10 +146,23 @@ class WorkerHost:
         self.closing = True
         for record in self.workers.values():
             record.stop_wakeup.set()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            await asyncio.gather(self._watchdog, return_exceptions=True)
-            self._watchdog = None
+        for task in (self._watchdog, self._refuser):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._watchdog = self._refuser = None
+
+    def refuse_jobs(self, message: str) -> None:
+        """No worker will ever run: end queued and new jobs FAILED with ``message`` rather
+        than leave them IN_QUEUE (the supervisor gave up starting its workers)."""
+        if self._refuser is None and not self.closing:
+            self._refuser = asyncio.get_running_loop().create_task(self._refuse(message))
+
+    async def _refuse(self, message: str) -> None:
+        while not self.closing:
+            job = await self.store.take(_SLICE)
+            if job is not None and self.store.start(job):
+                self.store.finish(job, MISSING, message)
 
     def register(self, worker_id: str) -> WorkerRecord:
         """A worker process is being started under ``worker_id``."""

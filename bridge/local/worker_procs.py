@@ -12,6 +12,11 @@ working directory unless ``cwd`` is given.
   after ``refresh_worker``, otherwise after a back-off that doubles while it keeps dying
   before ever contacting the endpoint (0.5 s up to 30 s; it counts as ``unhealthy`` then).
   Jobs it was running end TIMED_OUT (see :mod:`bridge.local.worker_host`).
+- A slot whose worker fails ``start_attempts`` times in a row (5 by default) before ever
+  contacting the endpoint (a missing script, an import error) gives up and stays
+  ``unhealthy``. Once every slot has given up, :attr:`WorkerSupervisor.failed` holds a
+  ConfigurationError saying why, queued and new jobs end FAILED with its message instead of
+  waiting forever, and ``on_give_up`` is called with it (``bridge serve`` exits 7).
 - A worker that stops pinging is killed (SIGKILL to its process group) and restarted.
 - Shutdown: SIGTERM to every worker's process group (the SDK finishes the job in hand and
   exits), open polls are answered at once, and whatever is still alive after
@@ -30,7 +35,6 @@ import contextlib
 import logging
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -44,82 +48,17 @@ from typing import Any
 from bridge import errors
 from bridge.local.jobs import JobStore
 from bridge.local.worker_host import WorkerHost
+from bridge.local.worker_launch import describe_exit, die_with_parent, loopback, split_command, worker_env
+
+__all__ = ["WorkerRunner", "WorkerSupervisor", "split_command", "worker_env"]
 
 log = logging.getLogger(__name__)
 
 #: Back-off between restarts of a worker that keeps dying before it contacts the endpoint.
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 30.0
-
-#: Variables a parent environment may carry that would make the SDK do something else than
-#: poll this endpoint (e.g. start its own HTTP server).
-_DROP_ENV = ("RUNPOD_REALTIME_PORT", "RUNPOD_REALTIME_CONCURRENCY", "RUNPOD_WEBHOOK_JOB_STREAM")
-
-
-def worker_env(
-    base_url: str,
-    endpoint_id: str,
-    worker_id: str,
-    token: str,
-    *,
-    ping_interval: float = 10.0,
-    base: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment that makes a runpod worker poll ``base_url`` (``http://host:port/v2``).
-
-    Placeholders stay for the SDK to fill: ``$ID`` (worker id in the job-take URL, job id in
-    the result URLs) and ``$RUNPOD_POD_ID`` (worker id). The job-take URL carries a query
-    already because the SDK appends ``&job_in_progress=...`` to it.
-    """
-    env = dict(os.environ if base is None else base)
-    for name in _DROP_ENV:
-        env.pop(name, None)
-    query = f"?gpu=bridge-local&worker_token={token}"
-    root = f"{base_url.rstrip('/')}/{endpoint_id}"
-    env.update({
-        "RUNPOD_WEBHOOK_GET_JOB": f"{root}/job-take/$ID{query}",
-        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{root}/job-done/$RUNPOD_POD_ID/$ID{query}",
-        "RUNPOD_WEBHOOK_POST_STREAM": f"{root}/job-stream/$RUNPOD_POD_ID/$ID{query}",
-        "RUNPOD_WEBHOOK_PING": f"{root}/ping/$RUNPOD_POD_ID{query}",
-        "RUNPOD_POD_ID": worker_id,
-        "RUNPOD_ENDPOINT_ID": endpoint_id,
-        "RUNPOD_AI_API_KEY": token,
-        # Without these the SDK's start-up checks connect to 8.8.8.8 and look for a GPU.
-        "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-        "RUNPOD_SKIP_GPU_CHECK": "true",
-        "RUNPOD_PING_INTERVAL": str(max(1000, int(ping_interval * 1000))),
-        # Worker output is forwarded line by line; a block-buffered child would hold it back.
-        "PYTHONUNBUFFERED": "1",
-    })
-    # The SDK logs every request at its default level (DEBUG); keep the user's choice if any.
-    env.setdefault("RUNPOD_LOG_LEVEL", "INFO")
-    return env
-
-
-def split_command(command: str | Sequence[str]) -> list[str]:
-    """The argv of a worker command; raises ConfigurationError if it cannot be run."""
-    argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
-    if not argv:
-        raise errors.ConfigurationError("the worker command is empty", None, None,
-                                        "--worker-command / worker_command, e.g. \"python handler.py\"")
-    if shutil.which(argv[0]) is None and not os.path.isfile(argv[0]):
-        raise errors.ConfigurationError(
-            f"worker command {argv[0]!r} was not found", None, None,
-            "PATH (or give the interpreter's full path, e.g. .venv/bin/python handler.py)",
-        )
-    return argv
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec (Linux): SIGTERM it if the server process dies without
-    # stopping its workers (kill -9), instead of leaving them polling a dead port.
-    # prctl(PR_SET_PDEATHSIG=1, SIGTERM); best effort where there is no prctl.
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
+#: Starts in a row that die before contacting the endpoint, after which a slot gives up
+#: (about 8 s of back-off for a command that fails at once).
+START_ATTEMPTS = 5
 
 def _all_groups_killed() -> None:
     # Interpreter exit without stop() (a script that never closed its endpoint): no orphans.
@@ -131,21 +70,6 @@ def _all_groups_killed() -> None:
 
 _LIVE: weakref.WeakSet[WorkerSupervisor] = weakref.WeakSet()
 atexit.register(_all_groups_killed)
-
-
-def _loopback(base_url: str) -> str:
-    # A server bound to every interface is still reached on loopback by its own workers.
-    return base_url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = str(-code)
-        return f"was killed by {name}"
-    return f"exited with code {code}"
 
 
 class _Proc:
@@ -203,6 +127,8 @@ class WorkerSupervisor:
         stop_grace: float = 10.0,
         output: Callable[[str], Any] | None = None,
         quiet: bool = False,
+        start_attempts: int = START_ATTEMPTS,
+        on_give_up: Callable[[errors.ConfigurationError], Any] | None = None,
     ) -> None:
         self.host = host
         self.argv = split_command(command)
@@ -215,6 +141,11 @@ class WorkerSupervisor:
         self.procs: dict[str, _Proc] = {}
         self.started_total = 0
         self.restarts = 0
+        self.start_attempts = max(1, int(start_attempts))
+        self.on_give_up = on_give_up
+        #: Set once every slot gave up: why no worker could start.
+        self.failed: errors.ConfigurationError | None = None
+        self._gave_up: set[int] = set()
         self.base_url: str | None = None
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
@@ -229,7 +160,7 @@ class WorkerSupervisor:
         """Start the workers against ``base_url`` (``http://host:port/v2``) on the running loop."""
         if self._slots:
             return
-        self.base_url = _loopback(base_url)
+        self.base_url = loopback(base_url)
         self._stop_event = asyncio.Event()
         self.host.start()
         loop = asyncio.get_running_loop()
@@ -318,13 +249,17 @@ class WorkerSupervisor:
                 process = subprocess.Popen(
                     self.argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             except OSError as exc:
                 self.host.retire(worker_id, "could not start")
-                log.error("endpoint %s: cannot start worker command %s: %s", self.host.endpoint_id,
-                          shlex.join(self.argv), exc)
+                how = f"could not be started ({exc.strerror or exc})"
                 failures += 1
+                if failures >= self.start_attempts:
+                    self._give_up(slot, worker_id, how, [])
+                    return
+                log.error("endpoint %s: worker command %s %s; retrying", self.host.endpoint_id,
+                          shlex.join(self.argv), how)
                 await self._back_off(slot, generation, failures)
                 continue
             self.started_total += 1
@@ -343,7 +278,7 @@ class WorkerSupervisor:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
                 del self.procs[worker_id]
-            how = _describe_exit(code)
+            how = describe_exit(code)
             lost = self.host.retire(worker_id, how)
             if self._stopping:
                 break
@@ -351,15 +286,39 @@ class WorkerSupervisor:
                 failures = 0
                 log.info("endpoint %s: worker %s recycled after refresh_worker", self.host.endpoint_id, worker_id)
                 continue
+            broken = record.first_contact is None and not proc.killed_on_purpose
+            # Died before it ever reached us: a broken command or import.
+            failures = failures + 1 if broken else 0
+            if failures >= self.start_attempts:
+                self._give_up(slot, worker_id, how, list(proc.tail))
+                return
             if not proc.killed_on_purpose:
                 last = "\n".join(f"    {line}" for line in proc.tail)
                 log.warning("endpoint %s: worker %s %s; restarting. Last output:\n%s",
                             self.host.endpoint_id, worker_id, how, errors.scrub(last, self.host.token))
-            if record.first_contact is None and not proc.killed_on_purpose:
-                failures += 1  # died before it ever reached us: a broken command or import
+            if broken:
                 await self._back_off(slot, generation, failures)
-            else:
-                failures = 0
+
+    def _give_up(self, slot: int, worker_id: str, how: str, tail: list[str]) -> None:
+        """Stop restarting this slot; once all have given up, fail the endpoint's jobs."""
+        last = next((line for line in reversed(tail) if line.strip()), "")
+        message = (f"worker command {shlex.join(self.argv)!r} {how} before contacting the endpoint, "
+                   f"{self.start_attempts} times in a row; gave up restarting it"
+                   + (f". Its last output: {errors.scrub(last.strip(), self.host.token)[:300]}" if last else ""))
+        log.error("endpoint %s: %s", self.host.endpoint_id, message)
+        # Stays in /health as unhealthy, like a RunPod worker that never became ready.
+        self.host.register(f"w{slot}-gave-up").unhealthy = True
+        self._gave_up.add(slot)
+        if len(self._gave_up) < self.count or self.failed is not None:
+            return
+        self.failed = errors.ConfigurationError(
+            message, None, self.host.endpoint_id,
+            "that the command runs on its own in this directory (the script path, and that its "
+            "python has runpod installed)",
+        )
+        self.host.refuse_jobs(f"no worker of endpoint {self.host.endpoint_id} could start: {message}")
+        if self.on_give_up is not None:
+            self.on_give_up(self.failed)
 
     async def _back_off(self, slot: int, generation: int, failures: int) -> None:
         delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1))
