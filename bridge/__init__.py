@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "batch": "bridge.batch",
     "read_stream": "bridge.streams",
     "aread_stream": "bridge.streams",
+    "stream_token": "bridge.stream_tokens",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__", "api_key", "endpoint_url_base"])

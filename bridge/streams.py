@@ -67,6 +67,18 @@ def parse_entry(entry_id: Any, fields: dict[Any, Any]) -> StreamEvent:
     return StreamEvent(eid, chunk=None if raw is None else json.loads(raw))
 
 
+def id_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id (``ms-seq``, or ``ms``, or ``0``) as a sortable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def is_entry_id(text: str) -> bool:
+    """Whether ``text`` is a stream entry id a reader may start after (``0``, ``ms`` or ``ms-seq``)."""
+    ms, dash, seq = text.partition("-")
+    return ms.isdigit() and len(ms) <= 20 and (not dash or (seq.isdigit() and len(seq) <= 20))
+
+
 def _redis_url(redis_url: str | None) -> str:
     if redis_url:
         return redis_url

@@ -1,4 +1,4 @@
-"""Reading task streams: several readers, a late joiner, offsets, and SSE with a reconnect."""
+"""Reading task streams: several readers, a late joiner, offsets (the relay's SSE: tests/relay)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,10 @@ import asyncio
 import json
 import threading
 
-import aiohttp
 import redis
-from aiohttp import web
 
 from bridge import keys
-from bridge.sse import make_app
 from bridge.streams import aread_stream, read_stream
-
-from .conftest import wait_until
 
 
 def append(r: redis.Redis, task_id: str, chunk: object) -> str:
@@ -99,93 +94,3 @@ async def test_async_reader_from_an_offset_then_live(redis_url):
             await asyncio.to_thread(finish, r, "t3", "CANCELLED")
     assert [e.chunk for e in got[:-1]] == ["mid", "new"]
     assert got[-1].eof and got[-1].status == "CANCELLED"
-
-
-async def read_sse(resp: aiohttp.ClientResponse, limit: int | None = None) -> list[dict]:
-    """Parse events until ``limit`` chunks (or the end event)."""
-    events: list[dict] = []
-    current: dict = {}
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n")
-        if not line:
-            if "data" in current:
-                events.append(current)
-                if current.get("event") == "end" or (limit and len(events) >= limit):
-                    return events
-            current = {}
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(": ")
-        current[field] = value
-    return events
-
-
-async def test_sse_relays_and_resumes_with_last_event_id(redis_url):
-    r = redis.Redis.from_url(redis_url)
-    for i in range(10):
-        append(r, "t4", {"i": i})
-    runner = web.AppRunner(make_app(redis_url))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}/streams/t4"
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url) as resp:
-                assert resp.headers["Content-Type"].startswith("text/event-stream")
-                first = await read_sse(resp, limit=4)  # then the "browser" drops the connection
-            assert [json.loads(e["data"]) for e in first] == [{"i": i} for i in range(4)]
-            for i in range(10, 15):
-                append(r, "t4", {"i": i})
-            finish(r, "t4")
-            async with session.get(url, headers={"Last-Event-ID": first[-1]["id"]}) as resp:
-                rest = await read_sse(resp)
-        chunks = [json.loads(e["data"]) for e in rest if e["event"] == "chunk"]
-        assert chunks == [{"i": i} for i in range(4, 15)]
-        assert rest[-1]["event"] == "end" and json.loads(rest[-1]["data"])["status"] == "COMPLETED"
-    finally:
-        await runner.cleanup()
-
-
-def test_bridge_gateway_command_serves_streams(redis_url):
-    import os
-    import socket
-    import subprocess
-    import sys
-    import urllib.error
-    import urllib.request
-    from pathlib import Path
-
-    from bridge.embedded_redis import free_port
-
-    r = redis.Redis.from_url(redis_url)
-    append(r, "t6", {"hello": "world"})
-    finish(r, "t6")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("bridge")), "gateway", "--port", str(port), "--redis-url", redis_url,
-         "--webhooks"], env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-
-    def listening() -> bool:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    try:
-        wait_until(listening, 20, "bridge gateway listening")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/streams/t6", timeout=10) as resp:
-            text = resp.read().decode()
-        assert 'event: chunk\ndata: {"hello": "world"}' in text and "event: end" in text
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/x?token=bad", data=b"{}", method="POST")
-        try:
-            urllib.request.urlopen(req, timeout=10)
-        except urllib.error.HTTPError as exc:
-            assert exc.code == 403
-        else:
-            raise AssertionError("a forged webhook was accepted")
-    finally:
-        proc.terminate()
-        proc.wait(10)

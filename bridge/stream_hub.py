@@ -1,0 +1,315 @@
+"""One Redis reader per process for every stream the relay serves.
+
+:class:`StreamHub` runs a single ``XREAD BLOCK`` loop over all watched task streams (XREAD
+takes many keys) and fans each entry out to the subscriptions on that stream, so 10,000 open
+event streams cost one blocked Redis connection, not 10,000 (a pool of blocked readers is
+what made idle streams starve live ones).
+
+A subscription starts after an entry id (``"0"``: the start). A stream nobody watches yet is
+simply added to the loop from that id, so the loop reads its backlog; a second subscription
+to a watched stream from an earlier id reads the gap with one ``XRANGE`` on a small pool while
+live entries queue behind it, then joins the shared loop (no entry lost or repeated). New
+streams wake the blocked loop by appending to a private wake stream it always reads, which
+cannot race the block.
+
+Redis outages are retried with backoff and one log line per outage (never a traceback per
+reader); subscriptions stay open and resume where the loop left off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import uuid
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bridge import keys
+from bridge.streams import BLOCK_MS, COUNT, StreamEvent, id_order, parse_entry
+
+log = logging.getLogger("bridge.relay")
+
+#: Errors after which the loop reconnects and retries (an outage, not a bug).
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Events a subscription may hold unread before it is dropped (a stuck client); the browser
+#: reconnects with Last-Event-ID and reads the rest from Redis.
+MAX_QUEUED = 10_000
+#: Connections for backlog reads and wake-ups (short commands; the loop has its own).
+POOL_SIZE = 8
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: safe to print and log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+class Subscription:
+    """One reader of one task stream: :meth:`get` the next event, in id order, no repeats."""
+
+    def __init__(self, task_id: str, after: str) -> None:
+        self.task_id = task_id
+        self.key = keys.stream(task_id)
+        self.after = after
+        self._last = id_order(after)
+        self._items: collections.deque[StreamEvent] = collections.deque()
+        self._ready = asyncio.Event()
+        self._held: list[StreamEvent] | None = None  # live entries while the backlog is read
+        #: Why the subscription stopped early (None while it runs): the client should reconnect.
+        self.dropped: str | None = None
+        self.ended = False
+
+    def push(self, event: StreamEvent) -> None:
+        if self.ended or self.dropped:
+            return
+        if self._held is not None:
+            self._held.append(event)
+            return
+        order = id_order(event.id)
+        if order <= self._last:
+            return  # already delivered (the backlog and the loop overlap)
+        self._last = order
+        self._items.append(event)
+        if event.eof:
+            self.ended = True
+        elif len(self._items) > MAX_QUEUED:
+            self.drop("the client reads too slowly")
+        self._ready.set()
+
+    def drop(self, reason: str) -> None:
+        if self.dropped is None and not self.ended:
+            self.dropped = reason
+            self._ready.set()
+
+    async def get(self, timeout: float) -> StreamEvent | None:
+        """The next event; None after ``timeout`` s without one, or once dropped."""
+        while not self._items:
+            if self.dropped or (self.ended and not self._items):
+                return None
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        return self._items.popleft()
+
+
+class _Watch:
+    __slots__ = ("key", "last", "subs")
+
+    def __init__(self, key: str, last: str) -> None:
+        self.key = key
+        self.last = last  # the loop reads after this id
+        self.subs: set[Subscription] = set()
+
+
+class StreamHub:
+    """The process's stream multiplexer. ``await start()`` once, ``await close()`` at exit."""
+
+    def __init__(self, redis_url: str, *, block_ms: int = BLOCK_MS, count: int = COUNT) -> None:
+        self.redis_url = redis_url
+        self.block_ms = block_ms
+        self.count = count
+        self._watches: dict[str, _Watch] = {}
+        self._wake_key = f"{keys.prefix()}:relay:wake:{uuid.uuid4().hex}"
+        self._wake_last = "0"
+        self._wake_pending = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._reader: Any = None
+        self._pool: Any = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._has_watches = asyncio.Event()
+        self._down_since: float | None = None
+        #: XREAD calls made (tests and the benchmark read it).
+        self.reads = 0
+
+    @property
+    def watched(self) -> int:
+        return len(self._watches)
+
+    async def start(self) -> None:
+        import redis.asyncio as aredis
+
+        self._reader = aredis.Redis.from_url(self.redis_url)
+        # A blocking pool: a burst of resumes waits for a free connection instead of failing.
+        self._pool = aredis.Redis.from_pool(aredis.BlockingConnectionPool.from_url(
+            self.redis_url, max_connections=POOL_SIZE, timeout=None))
+        self._loop_task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.drop_all("the relay is stopping")
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.delete(self._wake_key), 1)
+            except (*REDIS_DOWN, asyncio.TimeoutError):
+                pass  # it expires on its own
+        for client in (self._reader, self._pool):
+            if client is not None:
+                await client.aclose()
+
+    def drop_all(self, reason: str) -> None:
+        """End every subscription now (a stopping server need not wait for its streams)."""
+        for watch in self._watches.values():
+            for sub in watch.subs:
+                sub.drop(reason)
+        self._watches.clear()
+
+    async def last_entry(self, task_id: str) -> StreamEvent | None:
+        """The stream's last entry, if any (the relay answers a resume after the end with 204)."""
+        entries = await self._pool.xrevrange(keys.stream(task_id), count=1)
+        return parse_entry(*entries[0]) if entries else None
+
+    async def subscribe(self, task_id: str, after: str = "0") -> Subscription:
+        """Watch ``task_id``'s stream after entry ``after``; pair with :meth:`unsubscribe`."""
+        sub = Subscription(task_id, after)
+        watch = self._watches.get(sub.key)
+        if watch is None:
+            # Nobody reads this stream yet: the loop reads it from here, backlog first.
+            watch = self._watches[sub.key] = _Watch(sub.key, after)
+            watch.subs.add(sub)
+            self._has_watches.set()
+            self._wake()
+            return sub
+        watch.subs.add(sub)
+        upto = watch.last
+        if id_order(after) < id_order(upto):
+            sub._held = []  # the loop's next entries wait behind the gap
+            try:
+                await self._fill(sub, after, upto)
+            except REDIS_DOWN:
+                sub.drop("Redis is unreachable")
+        return sub
+
+    async def _fill(self, sub: Subscription, after: str, upto: str) -> None:
+        start = "-" if id_order(after) == (0, 0) else f"({after}"
+        backlog: list[StreamEvent] = []
+        while True:
+            entries = await self._pool.xrange(sub.key, start, upto, count=self.count)
+            backlog.extend(parse_entry(i, f) for i, f in entries)
+            if len(entries) < self.count:
+                break
+            start = f"({backlog[-1].id}"
+        held, sub._held = sub._held or [], None
+        for event in (*backlog, *held):
+            sub.push(event)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        watch = self._watches.get(sub.key)
+        if watch is not None:
+            watch.subs.discard(sub)
+            if not watch.subs:
+                del self._watches[sub.key]  # left out of the next XREAD
+
+    def _wake(self) -> None:
+        """Make the blocked XREAD return so that it includes newly watched streams."""
+        if self._wake_pending or self._pool is None:
+            return
+        self._wake_pending = True
+
+        async def wake() -> None:
+            try:
+                pipe = self._pool.pipeline(transaction=False)
+                pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1)
+                pipe.expire(self._wake_key, 3600)
+                await pipe.execute()
+            except REDIS_DOWN:
+                pass  # the loop is retrying; it reads the new streams when Redis is back
+
+        task = asyncio.ensure_future(wake())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            if not self._watches:
+                self._has_watches.clear()
+                await self._has_watches.wait()
+            streams = {self._wake_key: self._wake_last}
+            streams.update((w.key, w.last) for w in self._watches.values())
+            try:
+                self.reads += 1
+                reply = await self._reader.xread(streams, count=self.count, block=self.block_ms)
+            except REDIS_DOWN as exc:
+                self._wake_pending = False
+                self._outage(exc)
+                await asyncio.sleep(delay)  # back off while Redis is away
+                delay = min(delay * 2, 2.0)
+                continue
+            except ResponseError as exc:
+                # One key that is not a stream fails the whole XREAD: drop its readers only.
+                self._wake_pending = False
+                try:
+                    dropped = await self._drop_bad_keys()
+                except REDIS_DOWN:
+                    dropped = 0
+                if not dropped:
+                    log.error("XREAD failed: %s", exc)
+                    await asyncio.sleep(1.0)
+                continue
+            delay = 0.1
+            self._wake_pending = False
+            if self._down_since is not None:
+                self._down_since = None
+                log.warning("Redis at %s is reachable again; streams resume", masked_url(self.redis_url))
+            self._fan_out(reply or [])
+
+    def _fan_out(self, reply: list[Any]) -> None:
+        for raw_key, entries in reply:
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            if key == self._wake_key:
+                self._wake_last = entries[-1][0].decode() if isinstance(entries[-1][0], bytes) \
+                    else str(entries[-1][0])
+                continue
+            watch = self._watches.get(key)
+            if watch is None:
+                continue  # every reader left while the read was in flight
+            for entry_id, fields in entries:
+                event = parse_entry(entry_id, fields)
+                watch.last = event.id
+                for sub in list(watch.subs):
+                    sub.push(event)
+                if event.eof:
+                    del self._watches[key]  # the stream ended; later readers re-read it
+                    break
+
+    async def _drop_bad_keys(self) -> int:
+        watched = list(self._watches)
+        pipe = self._pool.pipeline(transaction=False)
+        for key in watched:
+            pipe.type(key)
+        kinds = await pipe.execute()
+        dropped = 0
+        for key, kind in zip(watched, kinds, strict=True):
+            if (kind.decode() if isinstance(kind, bytes) else str(kind)) not in ("stream", "none"):
+                watch = self._watches.pop(key, None)
+                for sub in watch.subs if watch else ():
+                    sub.drop(f"{key} is not a stream")
+                dropped += 1
+        return dropped
+
+    def _outage(self, exc: BaseException) -> None:
+        import time
+
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("Redis at %s is unreachable (%s); streams wait and the relay retries",
+                        masked_url(self.redis_url), type(exc).__name__)
+
