@@ -16,6 +16,7 @@ a :class:`~bridge.batch.handle.BatchHandle`::
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import tempfile
 import types
@@ -23,8 +24,9 @@ import uuid
 from collections.abc import Iterable, Sized
 from typing import Any
 
-from bridge.batch.engine import Options, idempotency_key
+from bridge.batch.engine import idempotency_key
 from bridge.batch.handle import BatchHandle, Progress, Result
+from bridge.batch.options import Options
 from bridge.batch.store import SqliteStore
 from bridge.config import env_int
 from bridge.errors import ConfigurationError
@@ -39,12 +41,14 @@ def open_journal(path: str, batch_id: str | None, endpoint_id: str) -> tuple[Sql
     """Open (or create) the SQLite journal at ``path`` and return it with the batch id.
 
     A journal already holding another batch id (other inputs or endpoint) is refused rather
-    than mixed up with this batch.
+    than mixed up with this batch. A new journal gets a random ``nonce`` that goes into every
+    idempotency key, so it never receives the jobs of an earlier run with the same batch id.
     """
     store = SqliteStore(path)
     known = store.get_meta("batch_id")
     if known is None:
         known = batch_id or uuid.uuid4().hex[:16]
+        store.set_meta("nonce", secrets.token_hex(4))
         store.set_meta("batch_id", known)
         store.set_meta("endpoint_id", endpoint_id)
     elif batch_id is not None and known != batch_id:
@@ -71,6 +75,7 @@ def batch(
     api_key: str | None = None,
     base_url: str | None = None,
     hooks: Any = None,
+    retry_failed: bool = False,
 ) -> BatchHandle:
     """Run ``endpoint_id`` over every input; returns a handle at once.
 
@@ -85,6 +90,12 @@ def batch(
       of polling for them.
     - ``hooks``: the plugin pipeline (:class:`bridge.hooks.Hooks`) run around each job in this
       process (default: ``Hooks.from_settings()``; Celery mode runs the workers' own).
+    - ``retry_failed``: when resuming, run again the inputs the endpoint FAILED (or TIMED_OUT);
+      cancelled inputs and bridge-side errors are always run again, COMPLETED ones never.
+
+    Options are checked first (:class:`bridge.errors.ConfigurationError`: ``policy`` must be a
+    dict). A wrong key, unknown endpoint or unreachable base URL stops the batch with that
+    error (:attr:`BatchHandle.stopped_by`, raised by ``wait()``) instead of failing every input.
     """
     options = Options(
         concurrency=concurrency or env_int("BRIDGE_BATCH_CONCURRENCY", DEFAULT_CONCURRENCY),
@@ -93,13 +104,14 @@ def batch(
         policy=policy,
         api_key=api_key,
         base_url=base_url,
-    )
+        retry_failed=retry_failed,
+    ).validate()
     from bridge.batch.admission import Rate
 
     options.run_rate = Rate.parse(rate) if rate is not None else None
     total = len(inputs) if isinstance(inputs, Sized) else None
     if app is not None:
-        from bridge.batch.celery import CeleryBatch
+        from bridge.batch.producer import CeleryBatch
 
         return CeleryBatch(app, batch_id or uuid.uuid4().hex[:16], endpoint_id, inputs, options, total=total)
 

@@ -2,10 +2,15 @@
 
 One coroutine per job in flight (bounded by :class:`~bridge.batch.admission.Gate`), with
 submissions paced by :class:`~bridge.batch.admission.Pacer`. Each input is submitted with the
-deterministic ``Idempotency-Key`` ``bridge-batch-{batch_id}-{index}-{attempt}``: a crash between
-the endpoint accepting a job and the journal recording its id is healed on resume, because the
-same key returns the same job instead of a second one. ``attempt`` only grows when a job was
-cancelled by a whole-batch cancel (Ctrl+C), so such inputs are resubmitted with a fresh key.
+deterministic ``Idempotency-Key`` ``bridge-batch-{batch_id}-{nonce}-{index}-{attempt}``: a crash
+between the endpoint accepting a job and the journal recording its id is healed on resume,
+because the same key returns the same job instead of a second one. The nonce is drawn once
+per journal, so a fresh journal never gets the jobs of an earlier, abandoned run back.
+``attempt`` grows when an input is run again: cancelled (Ctrl+C), a bridge-side error, or
+FAILED with ``retry_failed``.
+
+Endpoint-wide mistakes (a wrong key, an unknown endpoint, a base URL that is not an endpoint)
+stop the batch instead of failing every input: see :mod:`bridge.batch.tripwire`.
 """
 
 from __future__ import annotations
@@ -14,19 +19,25 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import errors
 from bridge.batch import store as st
-from bridge.batch.admission import Gate, Pacer, Rate, default_rate
+from bridge.batch.admission import Gate, Pacer, default_rate
+from bridge.batch.options import Options
+from bridge.batch.tripwire import Tripwire
 from bridge.batch.waiting import PollWaiter, Waiter
 from bridge.config import resolve_base_url
 
 log = logging.getLogger("bridge.batch")
 
 
-def idempotency_key(batch_id: str, index: int, attempt: int) -> str:
+def idempotency_key(batch_id: str, index: int, attempt: int, nonce: str | None = None) -> str:
+    """The key input ``index`` is submitted with; ``nonce`` is the journal's (None: journals
+    written before nonces existed, whose resumes must keep their keys)."""
+    if nonce:
+        return f"bridge-batch-{batch_id}-{nonce}-{index}-{attempt}"
     return f"bridge-batch-{batch_id}-{index}-{attempt}"
 
 
@@ -56,22 +67,6 @@ def status_error(status: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class Options:
-    """Everything that shapes a batch run besides its inputs."""
-
-    concurrency: int = 200
-    max_queue_depth: int | None = None
-    run_rate: Rate | None = None
-    cancel_rate: Rate | None = None
-    policy: dict[str, Any] | None = None
-    #: Retries of one submission after 5xx/connection errors (429s are retried without limit,
-    #: paced by the Pacer, because they only mean "later").
-    submit_attempts: int = 8
-    api_key: str | None = None
-    base_url: str | None = None
-
-
-@dataclass
 class Counters:
     done: int = 0
     failed: int = 0
@@ -81,6 +76,10 @@ class Counters:
     resumed: int = 0
     skipped: int = 0
     throttled: int = 0
+    #: What a resume found, by :attr:`bridge.batch.store.Item.outcome`: ``kept`` (completed,
+    #: or FAILED without retry_failed) and ``retried`` inputs.
+    kept: dict[str, int] = field(default_factory=dict)
+    retried: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -120,6 +119,10 @@ class Engine:
         self.cancel_pacer = Pacer(default_rate("cancel", self.base_url, options.cancel_rate))
         self.gate = Gate(options.concurrency, options.max_queue_depth)
         self.cancel_event = asyncio.Event()
+        #: Set by a cancel and by the tripwire: admit nothing more, submit nothing more.
+        self.halt = asyncio.Event()
+        self.tripwire = Tripwire(endpoint_id)
+        self.nonce = store.get_meta("nonce")
         self.total: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ep: Any = None
@@ -128,6 +131,12 @@ class Engine:
     def cancel(self) -> None:
         """Stop admitting inputs and cancel every job in flight (call from the loop)."""
         self.cancel_event.set()
+        self.halt.set()
+
+    @property
+    def stopped_by(self) -> errors.BridgeError | None:
+        """The endpoint-wide error that stopped the batch, if one did."""
+        return self.tripwire.error
 
     async def run(self) -> Counters:
         self._ep = self._make_endpoint()
@@ -163,37 +172,48 @@ class Engine:
         fresh = not self.store.counts()  # a new journal: skip the per-index look-ups
         index = -1
         for index, value in enumerate(self.inputs):
-            if self.cancel_event.is_set():
+            if self.halt.is_set():
                 break
             item = None if fresh else self.store.get(index)
-            if item is not None and item.finished:
-                self.counters.skipped += 1
-                self._count_finished(item.state)
-                continue
+            attempt = self._resume_attempt(item)
+            if attempt is None:
+                continue  # kept from an earlier run
             if not await self._enter(index):
                 break
-            if self.cancel_event.is_set():
+            if self.halt.is_set():
                 await self.gate.leave(index)
                 break
             if item is not None and item.state == st.SUBMITTED and item.job_id:
                 self.counters.resumed += 1
                 self._spawn(self._one(index, value, item.attempt, item.job_id))
             else:
-                attempt = item.attempt if item is not None else 0
                 self._spawn(self._one(index, value, attempt, None))
         else:
             self.total = index + 1
 
-    def _count_finished(self, state: str) -> None:
-        if state == st.DONE:
-            self.counters.done += 1
-        else:
-            self.counters.failed += 1
+    def _resume_attempt(self, item: st.Item | None) -> int | None:
+        """The attempt to (re)submit an input with, or None to keep its earlier result."""
+        if item is None:
+            return 0
+        outcome = item.outcome
+        if outcome == "in_flight":
+            return item.attempt
+        if outcome == "completed" or (outcome == "failed" and not self.options.retry_failed):
+            self.counters.skipped += 1
+            self.counters.kept[outcome] = self.counters.kept.get(outcome, 0) + 1
+            if outcome == "completed":
+                self.counters.done += 1
+            else:
+                self.counters.failed += 1
+            return None
+        self.counters.retried[outcome] = self.counters.retried.get(outcome, 0) + 1
+        # A batch-cancelled row already holds its next attempt; the others get a fresh key.
+        return item.attempt if item.state == st.CANCELLED else item.attempt + 1
 
     async def _enter(self, index: int) -> bool:
         """Wait for a slot; False when the batch was cancelled while waiting."""
         enter = asyncio.ensure_future(self.gate.enter(index))
-        stop = asyncio.ensure_future(self.cancel_event.wait())
+        stop = asyncio.ensure_future(self.halt.wait())
         await asyncio.wait({enter, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if enter.done():
@@ -216,6 +236,14 @@ class Engine:
         ctx = self._context(index, attempt)
         try:
             await self._job(index, value, attempt, job_id, ctx)
+        except errors.AuthenticationError as exc:
+            # A status look refused: with the key revoked mid-batch, every job in flight gets
+            # this, so it counts towards the tripwire, and once tripped the job stays recorded
+            # as in flight (a re-run with the right key resumes it instead of paying twice).
+            if ctx.job_id and self._trip(exc):
+                return
+            self._failed(index, ctx.attempt, ctx.job_id, error_dict(exc))
+            await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
         except errors.BridgeError as exc:
             self._failed(index, ctx.attempt, ctx.job_id, error_dict(exc))
             await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
@@ -282,12 +310,24 @@ class Engine:
         self.store.finished(index, st.FAILED, attempt, job_id, error)
         self.counters.failed += 1
 
+    def _trip(self, exc: errors.BridgeError) -> bool:
+        """Feed one refused request to the tripwire; True (and halted) once the batch stops."""
+        if self.tripwire.note_error(exc):
+            if not self.halt.is_set():
+                log.warning("batch %s: %s", self.batch_id, self.tripwire.error)
+            self.halt.set()
+            return True
+        return False
+
     async def _submit(self, index: int, value: Any, attempt: int) -> str | None:
-        key = idempotency_key(self.batch_id, index, attempt)
+        """The accepted job's id; None when the batch halted before the endpoint accepted it
+        (nothing is recorded: the input stays pending for a re-run)."""
+        key = idempotency_key(self.batch_id, index, attempt, self.nonce)
         failures = 0
+        maybe_sent = False  # a try may have created the job: finish it to learn the job id
         webhook = await self._webhook_for(index)
         while True:
-            if self.cancel_event.is_set() and failures == 0:
+            if self.halt.is_set() and not maybe_sent:
                 return None
             await self.run_pacer.acquire()
             try:
@@ -299,13 +339,20 @@ class Engine:
                 self.run_pacer.penalize(exc.retry_after if exc.retry_after is not None else 1.0)
                 self.counters.throttled += 1
                 continue
-            except (errors.ServerError, errors.TransportError):
+            except (errors.AuthenticationError, errors.NotFound, errors.MalformedResponse,
+                    errors.TransportError, errors.ServerError) as exc:
+                if self._trip(exc):
+                    return None
+                if isinstance(exc, errors.MalformedResponse):
+                    raise
+                maybe_sent = maybe_sent or isinstance(exc, (errors.ServerError, errors.TransportError))
                 failures += 1
                 if failures >= self.options.submit_attempts:
                     raise
                 # The same key makes the retry safe even if the endpoint did create the job.
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue
+            self.tripwire.accepted_job()
             self.counters.submitted += 1
             return str(job.job_id)
 

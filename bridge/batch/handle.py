@@ -116,10 +116,23 @@ class BatchHandle:
     def cancel(self, *, wait: bool = True, timeout: float | None = None) -> None:
         raise NotImplementedError
 
+    def resumed_counts(self) -> dict[str, dict[str, int]]:
+        """What this run found from an earlier one, by :attr:`bridge.batch.store.Item.outcome`:
+        ``{"kept": {"completed": n, "failed": n}, "retried": {"cancelled": n, "error": n,
+        "failed": n}}`` (empty on a fresh batch)."""
+        return {"kept": {}, "retried": {}}
+
     # -- public --------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
         return self._finished.is_set()
+
+    @property
+    def stopped_by(self) -> errors.BridgeError | None:
+        """The endpoint-wide error (wrong key, unknown endpoint, unreachable base URL) that
+        stopped the batch before every input ran; :meth:`wait` raises it too."""
+        error = self._error if self.done else None
+        return error if isinstance(error, errors.BridgeError) else None
 
     def _rate(self, finished_here: int) -> float:
         """Inputs finished per second by this run (those finished before a resume excluded)."""
@@ -128,7 +141,7 @@ class BatchHandle:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the batch ends (True) or ``timeout`` passes (False); re-raises an
-        engine crash."""
+        engine crash, or the endpoint-wide error that stopped the batch (:attr:`stopped_by`)."""
         ended = self._finished.wait(timeout)
         if ended and self._error is not None:
             raise self._error

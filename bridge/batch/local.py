@@ -47,6 +47,7 @@ class LocalBatch(BatchHandle):
         error: BaseException | None = None
         try:
             self._loop.run_until_complete(self.engine.run())
+            error = self.engine.stopped_by  # an endpoint-wide error: wait() raises it
         except BaseException as exc:  # handed to the caller by wait()
             error = exc
         finally:
@@ -61,6 +62,10 @@ class LocalBatch(BatchHandle):
         """Number of inputs: known up front when given (or a sized collection), else once the
         engine has read them all."""
         return self.engine.total if self.engine.total is not None else self._expected_total
+
+    def resumed_counts(self) -> dict[str, dict[str, int]]:
+        c = self.engine.counters
+        return {"kept": dict(c.kept), "retried": dict(c.retried)}
 
     def progress(self) -> Progress:
         c = self.engine.counters

@@ -76,17 +76,29 @@ class Display:
             self._progress.stop()
 
 
+#: Summary rows for what a re-run found from the earlier run (``BatchHandle.resumed_counts``).
+_RESUMED_ROWS = (
+    ("kept", "completed", "earlier run: completed, kept"),
+    ("kept", "failed", "earlier run: FAILED, kept (--retry-failed runs them)"),
+    ("retried", "cancelled", "earlier run: cancelled, run again"),
+    ("retried", "error", "earlier run: bridge-side error, run again"),
+    ("retried", "failed", "earlier run: FAILED, run again (--retry-failed)"),
+)
+
+
 def print_summary(
-    p: Any, total: int, failed: int, output: str, failures_path: str, wall: float, interrupted: bool
+    p: Any, total: int, failed: int, output: str, failures_path: str, wall: float, interrupted: bool,
+    *, resumed: dict[str, dict[str, int]] | None = None, stopped: bool = False,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="bridge batch: interrupted" if interrupted else "bridge batch")
+    title = "bridge batch: stopped" if stopped else "bridge batch: interrupted" if interrupted else "bridge batch"
+    table = Table(title=title)
     table.add_column("", style="bold")
     table.add_column("count", justify="right")
     pending = max(0, total - p.done - p.failed)
-    for label, value in (
+    rows: list[tuple[str, object]] = [
         ("inputs", total),
         ("completed", p.done),
         ("failed", failed),
@@ -95,10 +107,14 @@ def print_summary(
         ("429s absorbed", p.throttled),
         ("wall time", f"{wall:.1f} s"),
         ("rate", f"{p.rate:.1f}/s"),
-    ):
+    ]
+    if resumed and any(resumed.values()):
+        rows[5:5] = [(label, resumed.get(group, {}).get(kind, 0)) for group, kind, label in _RESUMED_ROWS]
+    for label, value in rows:
         table.add_row(label, str(value))
-    console = Console()
+    # Wide enough that the rows stay whole when stdout is a pipe (80 columns by default).
+    console = Console(width=max(100, Console().width))
     console.print(table)
     console.print(f"results: {output}" + (f"   failures: {failures_path}" if failed else ""))
     if interrupted or pending:
-        console.print("re-run the same command to resume")
+        console.print("re-run the same command to resume" + (" once the cause is fixed" if stopped else ""))

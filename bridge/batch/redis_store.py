@@ -7,7 +7,9 @@ Keys (``bridge.keys.batch(batch_id, part)``):
 - ``done``: the completion counter; ``order``: indices in completion order (for
   ``as_completed``); ``meta``: per-state counts, ``enqueued``, ``total``;
 - ``enqueued``: hash ``index -> attempt`` of the inputs handed to Celery (a re-run never
-  enqueues them again; a cancel knows their task ids).
+  enqueues them again; a cancel knows their task ids);
+- ``attempts``: hash ``index -> next attempt`` of inputs forgotten after an endpoint-wide stop
+  (their task ids were used, so a re-run must not reuse them).
 
 Nothing is ever collected through a chord: the producer watches one counter.
 """
@@ -30,16 +32,34 @@ for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return 1
 """
 
-# Reopen a cancelled input for resubmission: forget its record and its enqueued bit.
+# Reopen a finished input (in state ARGV[2]) for resubmission: forget its record and its
+# enqueued bit. With ARGV[3] = '1', only if no remote job was ever accepted for it, and the
+# next attempt is remembered (the forgotten task id must not be used again).
 _REOPEN = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
-if cjson.decode(raw)['s'] ~= 'cancelled' then return 0 end
+local rec = cjson.decode(raw)
+if rec['s'] ~= ARGV[2] then return 0 end
+if ARGV[3] == '1' then
+  if rec['j'] and rec['j'] ~= cjson.null then return 0 end
+  local nxt = tonumber(rec['a'] or 0)
+  if rec['s'] ~= 'cancelled' then nxt = nxt + 1 end
+  redis.call('HSET', KEYS[5], ARGV[1], nxt)
+  redis.call('EXPIRE', KEYS[5], ARGV[4])
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DECR', KEYS[2])
-redis.call('HINCRBY', KEYS[3], 'cancelled', -1)
+redis.call('HINCRBY', KEYS[3], ARGV[2], -1)
 redis.call('HINCRBY', KEYS[3], 'enqueued', -1)
 redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
+"""
+
+# Cancel a queued item only if its task has not started submitting (no gateway journal
+# entry); the gateway's claim checks the cancel key in one step too, so there is no race.
+_CANCEL_UNCLAIMED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
 return 1
 """
 
@@ -60,8 +80,10 @@ class RedisStore:
         self.k_order = keys.batch(batch_id, "order")
         self.k_meta = keys.batch(batch_id, "meta")
         self.k_enqueued = keys.batch(batch_id, "enqueued")
+        self.k_attempts = keys.batch(batch_id, "attempts")
         self._record = client.register_script(_RECORD)
         self._reopen = client.register_script(_REOPEN)
+        self._cancel_unclaimed = client.register_script(_CANCEL_UNCLAIMED)
 
     # -- Store protocol ----------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -146,9 +168,43 @@ class RedisStore:
         pipe.expire(self.k_enqueued, self.ttl)
         pipe.execute()
 
-    def reopen(self, index: int) -> bool:
-        keys_ = [self.k_results, self.k_done, self.k_meta, self.k_enqueued]
-        return bool(self._reopen(keys=keys_, args=[index]))
+    def reopen(self, index: int, state: str = st.CANCELLED) -> bool:
+        """Forget a finished input in ``state`` so it is enqueued again (False: not in it)."""
+        keys_ = [self.k_results, self.k_done, self.k_meta, self.k_enqueued, self.k_attempts]
+        return bool(self._reopen(keys=keys_, args=[index, state, "0", self.ttl]))
+
+    def forget_unaccepted(self, index: int, state: str) -> bool:
+        """After an endpoint-wide stop: forget an input in ``state`` that never had a remote
+        job (it becomes pending again), remembering its next attempt; False if it had one."""
+        keys_ = [self.k_results, self.k_done, self.k_meta, self.k_enqueued, self.k_attempts]
+        return bool(self._reopen(keys=keys_, args=[index, state, "1", self.ttl]))
+
+    def has_forgotten(self) -> bool:
+        return bool(self.r.exists(self.k_attempts))
+
+    def remember_attempt(self, index: int, attempt: int) -> None:
+        self.r.hset(self.k_attempts, index, attempt)
+        self.r.expire(self.k_attempts, self.ttl)
+
+    def next_attempt(self, index: int) -> int:
+        """The attempt a forgotten input is enqueued with (0 for one never enqueued)."""
+        return int(self.r.hget(self.k_attempts, index) or 0)
+
+    def cancel_unclaimed(self, task_id: str, ttl: int = 86400) -> bool:
+        """Set ``task_id``'s cancel key unless its task already began submitting."""
+        return bool(self._cancel_unclaimed(keys=[keys.journal(task_id), keys.cancel(task_id)], args=[ttl]))
+
+    def ensure_nonce(self, nonce: str) -> str | None:
+        """The batch's idempotency nonce: the one stored, else ``nonce`` for a batch never
+        enqueued before (None for a batch from before nonces: its task ids must not change)."""
+        stored = self.get_meta("nonce")
+        if stored is not None:
+            return stored
+        if self.enqueued_total() > 0 or self.r.exists(self.k_results):
+            return None
+        self.r.hsetnx(self.k_meta, "nonce", nonce)
+        self.r.expire(self.k_meta, self.ttl)
+        return self.get_meta("nonce")
 
     def unfinished_enqueued(self) -> Iterator[tuple[int, int]]:
         """(index, attempt) of the inputs handed to Celery that have no result yet."""

@@ -12,6 +12,11 @@ Two stores share one small interface:
 An item's ``state`` is one of ``submitted`` (remote job id known, not finished), ``done``,
 ``failed`` or ``cancelled`` (cancelled by a whole-batch cancel or Ctrl+C: resubmitted on resume
 with the next ``attempt``, so with a fresh key). Inputs without a row are pending.
+
+A ``failed`` row's error type tells what a re-run does with it (:attr:`Item.outcome`): the
+endpoint's own FAILED / TIMED_OUT (``failed``: kept, since running it again costs GPU time,
+unless ``--retry-failed``), a job cancelled remotely (``cancelled``) and any error on bridge's
+side, a 5xx it gave up on, a veto, a crash (``error``): both resubmitted with a fresh key.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 FINISHED = (DONE, FAILED)
 
+#: Error types of inputs the endpoint itself ran and failed (re-run only with --retry-failed).
+ENDPOINT_FAILURES = ("JobFailed", "JobTimedOut")
+#: What a re-run does with a finished row, by :attr:`Item.outcome`.
+OUTCOMES = ("completed", "failed", "cancelled", "error")
+
 
 @dataclass(frozen=True)
 class Item:
@@ -46,6 +56,21 @@ class Item:
     @property
     def finished(self) -> bool:
         return self.state in FINISHED
+
+    @property
+    def outcome(self) -> str:
+        """``completed``, ``failed`` (the endpoint's FAILED/TIMED_OUT), ``cancelled`` (by a
+        batch cancel or remotely), ``error`` (bridge-side) or ``in_flight``."""
+        if self.state == DONE:
+            return "completed"
+        if self.state == CANCELLED:
+            return "cancelled"
+        if self.state != FAILED:
+            return "in_flight"
+        kind = self.result.get("type") if isinstance(self.result, dict) else None
+        if kind in ENDPOINT_FAILURES:
+            return "failed"
+        return "cancelled" if kind == "JobCancelled" else "error"
 
 
 class Store(Protocol):

@@ -4,9 +4,13 @@ Each INPUT line is one job input (any JSON value). OUTPUT gets one line per inpu
 order: ``{"index", "id", "status", "output" | "error"}``; failed inputs also go to
 ``OUTPUT.failures.jsonl``. Both are written whole to a temporary file and renamed, so they are
 always valid JSONL, even after Ctrl+C. The journal (``OUTPUT.journal``, SQLite; Redis with
-``--celery``) makes a re-run of the same command resume: inputs done or in flight are never
-submitted again. Ctrl+C cancels the remote jobs the run had in flight; a re-run resubmits
-them with fresh idempotency keys.
+``--celery``) makes a re-run of the same command resume: inputs COMPLETED or in flight are
+never submitted again; inputs cancelled (Ctrl+C) or ended by a bridge-side error are resubmitted
+with fresh idempotency keys, and inputs the endpoint FAILED only with ``--retry-failed``.
+
+Every option is checked before anything is sent (exit 7). A wrong key, an unknown endpoint or
+an unreachable base URL stops the batch (exit 3, 4 or 5, one line on stderr) instead of
+failing every input; nothing is recorded against the inputs, so a re-run runs them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import click
 
 from bridge import errors
 from bridge.cli._common import EXIT_INTERRUPTED, EXIT_JOB_FAILED, EXIT_OK, endpoint_option, handle_errors
+from bridge.config import env_int
 
 
 def scan_inputs(path: str, endpoint_id: str) -> tuple[str, int]:
@@ -108,29 +113,33 @@ def failures_file(output: str) -> str:
               help="Seconds between progress lines when stdout is not a terminal.")
 @click.option("--base-url", default=None, envvar="RUNPOD_ENDPOINT_BASE_URL",
               help="Endpoint base URL (env RUNPOD_ENDPOINT_BASE_URL).")
+@click.option("--retry-failed", is_flag=True,
+              help="On a re-run, also run again the inputs the endpoint FAILED (costs GPU time again).")
 @handle_errors
 def batch_command(
     input_path: str, output: str, endpoint_id: str, concurrency: int | None, max_queue_depth: int | None,
     rate: str | None, policy: str | None, journal: str | None, use_celery: bool, broker: str | None,
     app_path: str | None, webhook_url: str | None, progress_interval: float, base_url: str | None,
+    retry_failed: bool,
 ) -> None:
     """Run ENDPOINT over every line of INPUT.jsonl; resumable, with progress."""
     from bridge.batch import open_journal
-    from bridge.batch.admission import Rate
+    from bridge.batch.options import check_url
     from bridge.batch.progress import Display, print_summary
 
+    # Every option is checked before anything is read, enqueued or sent.
+    options = _options(concurrency, max_queue_depth, rate, policy, base_url, retry_failed)
+    if webhook_url:
+        check_url(webhook_url, "--webhooks", "the public URL of a running receiver (bridge gateway --webhooks)")
+    if progress_interval <= 0:
+        raise errors.ConfigurationError(f"--progress-interval must be positive, not {progress_interval}",
+                                        None, None, "--progress-interval SECONDS")
     batch_id, total = scan_inputs(input_path, endpoint_id)
-    policy_obj = _json_option(policy, "--policy")
     app = _celery_app(use_celery, broker, app_path)
     started = time.monotonic()
-    from bridge.batch.engine import Options
-
-    options = Options(concurrency=concurrency or int(os.environ.get("BRIDGE_BATCH_CONCURRENCY", 200)),
-                      max_queue_depth=max_queue_depth, run_rate=Rate.parse(rate) if rate else None,
-                      policy=policy_obj, base_url=base_url)
     handle: Any
     if app is not None:
-        from bridge.batch.celery import CeleryBatch
+        from bridge.batch.producer import CeleryBatch
 
         # The journal is the batch's Redis store, keyed by the same deterministic batch id.
         handle = CeleryBatch(app, batch_id, endpoint_id, read_inputs(input_path), options, total=total)
@@ -149,7 +158,7 @@ def batch_command(
     interrupted = False
     try:
         with display:
-            while not handle.wait(0.25):
+            while not _ended(handle):
                 display.update(handle.progress())
             display.update(handle.progress())
     except KeyboardInterrupt:
@@ -162,11 +171,36 @@ def batch_command(
             click.echo("left the remaining jobs running; a re-run resumes them", err=True)
     final = handle.progress()
     failed, failures_path = write_outputs(handle, output)
+    stopped_by = handle.stopped_by
+    resumed = handle.resumed_counts()
     handle.close()
-    print_summary(final, total, failed, output, failures_path, time.monotonic() - started, interrupted)
+    print_summary(final, total, failed, output, failures_path, time.monotonic() - started, interrupted,
+                  resumed=resumed, stopped=stopped_by is not None)
+    if stopped_by is not None:
+        raise stopped_by  # one line on stderr, and the exit code of its class (3/4/5)
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(EXIT_JOB_FAILED if failed else EXIT_OK)
+
+
+def _ended(handle: Any) -> bool:
+    """Wait a moment for the batch to end; an endpoint-wide stop also ends it."""
+    try:
+        return bool(handle.wait(0.25))
+    except errors.BridgeError:
+        return True  # handle.stopped_by: reported once the outputs are written
+
+
+def _options(concurrency: int | None, max_queue_depth: int | None, rate: str | None, policy: str | None,
+             base_url: str | None, retry_failed: bool) -> Any:
+    from bridge.batch.admission import Rate
+    from bridge.batch.options import Options
+
+    if concurrency is None:
+        concurrency = env_int("BRIDGE_BATCH_CONCURRENCY", 200)
+    return Options(concurrency=concurrency, max_queue_depth=max_queue_depth,
+                   run_rate=Rate.parse(rate) if rate else None, policy=_json_option(policy, "--policy"),
+                   base_url=base_url, retry_failed=retry_failed).validate()
 
 
 def _json_option(text: str | None, name: str) -> Any:
@@ -175,7 +209,7 @@ def _json_option(text: str | None, name: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise errors.InvalidRequest(f"{name} is not JSON: {exc}", None, None, name) from exc
+        raise errors.ConfigurationError(f"{name} is not JSON: {exc}", None, None, name) from exc
 
 
 def _celery_app(use_celery: bool, broker: str | None, app_path: str | None) -> Any:
