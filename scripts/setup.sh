@@ -11,6 +11,9 @@ fi
 stamp=".venv/.installed-$(echo "$extras" | tr ',' '-')"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
+  # setuptools announces (as a warning, a screenful under recent pip) that the editable
+  # install maps packages with an import hook, which plugins/ -> bridge_plugins needs
+  PYTHONWARNINGS="ignore:Editable installation" \
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
   touch "$stamp"
 fi
