@@ -62,3 +62,20 @@ def env_float(name: str, default: float) -> float:
 
 def env_int(name: str, default: int) -> int:
     return int(env_float(name, default))
+
+
+#: Seconds a job may keep a status outside RunPod's set before a wait gives up.
+UNKNOWN_STATUS_TIMEOUT = 300.0
+
+
+def unknown_status_timeout() -> float:
+    """``BRIDGE_UNKNOWN_STATUS_TIMEOUT`` (default 300 s): how long a wait on a job (the
+    client's, the gateway's) goes on while the job shows a status outside RunPod's
+    documented set, before it ends with :class:`bridge.errors.UnknownStatus`."""
+    value = env_float("BRIDGE_UNKNOWN_STATUS_TIMEOUT", UNKNOWN_STATUS_TIMEOUT)
+    if value < 0 or value != value:  # negative or NaN
+        raise ConfigurationError(
+            f"BRIDGE_UNKNOWN_STATUS_TIMEOUT={value!r} must be zero or more seconds", None, None,
+            "BRIDGE_UNKNOWN_STATUS_TIMEOUT",
+        )
+    return value

@@ -15,6 +15,7 @@
     │   ├── RateLimited             429 (.retry_after seconds, when the server said)
     │   ├── ServerError             5xx
     │   └── MalformedResponse       2xx whose body is not the documented shape
+    │       └── UnknownStatus       a status outside RunPod's set lasted past BRIDGE_UNKNOWN_STATUS_TIMEOUT
     ├── Timeout (TimeoutError)      our own deadline passed while waiting
     └── JobError                    the remote job ended in a non-success terminal state
         ├── JobFailed               FAILED (.error: the endpoint's error text)
@@ -55,6 +56,7 @@ __all__ = [
     "ServerError",
     "Timeout",
     "TransportError",
+    "UnknownStatus",
     "scrub",
 ]
 
@@ -195,6 +197,31 @@ class ServerError(EndpointError):
 
 class MalformedResponse(EndpointError):
     default_hint = "that the base URL points at a RunPod-compatible endpoint (…/v2)"
+
+
+class UnknownStatus(MalformedResponse):
+    """The job kept a status that is not one of RunPod's (.status) for .waited seconds.
+
+    The wait gave up; the remote job may still be running (it was not cancelled).
+    """
+
+    default_hint = ("that the base URL points at a RunPod-compatible endpoint; "
+                    "BRIDGE_UNKNOWN_STATUS_TIMEOUT sets how long such a status is waited on")
+
+    def __init__(
+        self,
+        message: str,
+        job_id: str | None = None,
+        endpoint_id: str | None = None,
+        hint: str | None = None,
+        status_code: int | None = None,
+        status: str | None = None,
+        waited: float | None = None,
+        *extra: Any,
+    ) -> None:
+        super().__init__(message, job_id, endpoint_id, hint, status_code, status, waited, *extra)
+        self.status = status
+        self.waited = waited
 
 
 class Timeout(BridgeError, TimeoutError):

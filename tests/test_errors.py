@@ -19,6 +19,8 @@ ALL_ERRORS = [
 
 
 def _sample(cls: type[errors.BridgeError]) -> errors.BridgeError:
+    if issubclass(cls, errors.UnknownStatus):
+        return cls("status 'WEIRD' for 300 s", "job-1", "ep", None, None, "WEIRD", 300.0)
     if issubclass(cls, errors.RateLimited):
         return cls("too many requests", "job-1", "ep", None, 429, 2.5)
     if issubclass(cls, errors.EndpointError):
@@ -77,3 +79,13 @@ def test_scrub_removes_given_secrets_and_key_shapes() -> None:
     assert "rpa_ABCDEF1234567890" not in out
     assert "sekrit-value" not in out
     assert "mykey123" not in out
+
+
+def test_unknown_status_keeps_its_fields_through_celery() -> None:
+    app = Celery("t", backend="cache+memory://", set_as_current=False)
+    app.conf.result_serializer = "json"
+    err = errors.UnknownStatus("status 'WEIRD' for 300 s", "job-1", "ep", None, None, "WEIRD", 300.0)
+    back = app.backend.exception_to_python(json.loads(json.dumps(app.backend.prepare_exception(err))))
+    assert isinstance(back, errors.MalformedResponse)
+    assert (back.status, back.waited, back.job_id) == ("WEIRD", 300.0, "job-1")
+    assert "BRIDGE_UNKNOWN_STATUS_TIMEOUT" in str(back)

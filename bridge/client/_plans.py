@@ -3,11 +3,13 @@
 caller) and is sent back each attempt's :class:`Reply` or transport exception. The sync
 client drives plans with ``requests`` and ``time.sleep``, the asyncio client with
 ``aiohttp`` and ``asyncio.sleep``; retries, long polling and its fallback, waiting,
-timeouts, cancel-on-timeout and stream draining are written once, here.
+timeouts, cancel-on-timeout, stream draining and giving up on a status outside RunPod's
+set are written once, here.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,8 +25,8 @@ from bridge.client._base import (
     stream_chunks,
     stream_ended,
 )
-from bridge.client._policy import Waiter
-from bridge.client._wire import Call, terminal
+from bridge.client._policy import UnknownStatusClock, Waiter
+from bridge.client._wire import Call, is_known_status, terminal
 
 T = TypeVar("T")
 
@@ -57,6 +59,23 @@ class Reply:
 
 Step = Attempt | Sleep | Emit
 Plan = Generator[Step, Any, T]
+
+#: A clock for each job that has shown an unknown status, kept across waits on the job
+#: (so the warning is logged once per job); made only when one is first seen.
+_CLOCKS: weakref.WeakKeyDictionary[JobBase, UnknownStatusClock] = weakref.WeakKeyDictionary()
+
+
+def watch_status(job: JobBase, body: Mapping[str, Any], waiter: Waiter) -> None:
+    """After a non-terminal look: time an unknown status (raises UnknownStatus when it has
+    lasted too long) and make the waiter's next look end by then."""
+    status = body.get("status")
+    clock = _CLOCKS.get(job)
+    if clock is None:
+        if is_known_status(status):
+            return
+        clock = _CLOCKS[job] = UnknownStatusClock(job.job_id, job.endpoint_id)
+    clock.observe(status)
+    waiter.until = clock.deadline()
 
 
 def send(ep: EndpointBase, call: Call, deadline: float | None = None) -> Plan[dict[str, Any]]:
@@ -157,6 +176,7 @@ def wait(job: JobBase, waiter: Waiter, cancel_on_timeout: bool) -> Plan[Any]:
         body = yield from fetch(job, hold, waiter.deadline)
         if terminal(body):
             return job._outcome(body)
+        watch_status(job, body, waiter)
         if waiter.expired():
             last = job.last_status
             note = (yield from cancel_quietly(job)) if cancel_on_timeout else ""
@@ -214,6 +234,7 @@ def stream(job: JobBase, timeout: float | None, batches: bool = False) -> Plan[N
             if body.get("status") in ("FAILED", "TIMED_OUT"):
                 job._outcome(body)
             return None
+        watch_status(job, body, waiter)
         if chunks:
             waiter.reset()
             continue  # more may be waiting: read again at once

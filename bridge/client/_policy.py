@@ -1,16 +1,22 @@
 """How long to back off: retrying failed requests (:class:`RetryPolicy`) and polling a job
-that has not finished (:class:`PollPolicy`). Pure arithmetic, shared by the sync and
-asyncio clients and by the gateway, which builds its own waiting on these."""
+that has not finished (:class:`PollPolicy`), and how long a status outside RunPod's set is
+waited on (:class:`UnknownStatusClock`). Shared by the sync and asyncio clients and by the
+gateway, which builds its own waiting on these."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass
 
 from bridge import errors
+from bridge.client._wire import KNOWN_STATUSES, is_known_status
+from bridge.config import unknown_status_timeout
 
-__all__ = ["PollPolicy", "RetryPolicy"]
+__all__ = ["PollPolicy", "RetryPolicy", "UnknownStatusClock"]
+
+log = logging.getLogger("bridge.client")
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,8 @@ class Waiter:
         self._poll = poll
         self._max = poll.stream_max_interval if stream else poll.max_interval
         self._interval = poll.initial
+        #: A monotonic time the next look must not wait past (an unknown status's limit).
+        self.until: float | None = None
 
     def remaining(self) -> float | None:
         if self.deadline is None:
@@ -110,11 +118,19 @@ class Waiter:
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def _left(self) -> float | None:
+        """Seconds the next look may take: to the deadline or ``until``, whichever is first."""
+        remaining = self.remaining()
+        if self.until is None:
+            return remaining
+        until = max(0.0, self.until - time.monotonic())
+        return until if remaining is None else min(remaining, until)
+
     def long_poll_wait(self) -> float | None:
         """Seconds to ask the server to hold the next status look; None for a plain look."""
         if self._poll.long_poll <= 0:
             return None
-        remaining = self.remaining()
+        remaining = self._left()
         wait = self._poll.long_poll if remaining is None else min(self._poll.long_poll, remaining)
         # Under a second the plain /status is as good and RunPod's wait= floor is 1 s.
         return wait if wait >= 1.0 else None
@@ -123,9 +139,57 @@ class Waiter:
         """The pause before the next poll (bounded by the deadline); the one after grows."""
         pause = self._interval
         self._interval = min(self._max, self._interval * self._poll.factor)
-        remaining = self.remaining()
+        remaining = self._left()
         return pause if remaining is None else min(pause, remaining)
 
     def reset(self) -> None:
         """Something happened (a chunk arrived): poll promptly again."""
         self._interval = self._poll.initial
+
+
+class UnknownStatusClock:
+    """For one job: how long it has shown a status outside RunPod's documented set.
+
+    Call :meth:`observe` with every status seen while waiting. The first unknown status is
+    logged once (WARNING, with the job id); when unknown statuses have lasted ``limit``
+    seconds (``BRIDGE_UNKNOWN_STATUS_TIMEOUT``, read when the clock is made) with no known
+    one in between, it raises :class:`bridge.errors.UnknownStatus`. A known status stops
+    the clock; a later unknown one starts it again (without another log line).
+    """
+
+    def __init__(self, job_id: str, endpoint_id: str | None = None, limit: float | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        self.job_id = job_id
+        self.endpoint_id = endpoint_id
+        self.limit = unknown_status_timeout() if limit is None else float(limit)
+        #: Monotonic time the current run of unknown statuses began; None while known.
+        self.since: float | None = None
+        self.logged = False
+        self._log = logger or log
+
+    def observe(self, status: object) -> None:
+        if is_known_status(status):
+            self.since = None
+            return
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        shown = errors.scrub(repr(status))[:100]  # text from outside: no keys, bounded
+        if not self.logged:
+            self.logged = True
+            self._log.warning(
+                "job %s (endpoint %s) reports status %s, which is not one of RunPod's (%s); "
+                "still waiting, for at most %g s (BRIDGE_UNKNOWN_STATUS_TIMEOUT)",
+                self.job_id, self.endpoint_id, shown, ", ".join(sorted(KNOWN_STATUSES)), self.limit,
+            )
+        if now - self.since >= self.limit:
+            raise errors.UnknownStatus(
+                f"the job reported status {shown}, which is not one of RunPod's, for {self.limit:g} s; "
+                "stopped waiting (the job was not cancelled)",
+                self.job_id, self.endpoint_id, None, None,
+                errors.scrub(str(status))[:100], self.limit,
+            )
+
+    def deadline(self) -> float | None:
+        """The monotonic time :meth:`observe` will raise at, while the status is unknown."""
+        return None if self.since is None else self.since + self.limit

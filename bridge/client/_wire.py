@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from bridge import __version__, errors
 from bridge.config import is_runpod_api, resolve_api_key, resolve_base_url
-from bridge.status import is_terminal
+from bridge.status import JobStatus, is_terminal
 
 #: Request body limits documented by RunPod (bytes of JSON).
 RUN_LIMIT = 10 * 1024 * 1024
@@ -318,3 +318,12 @@ def _error_summary(text: str | None) -> str:
 def terminal(body: Mapping[str, Any]) -> bool:
     status = body.get("status")
     return isinstance(status, str) and is_terminal(status)
+
+
+#: RunPod's documented job statuses; RUNNING is documented but unseen (it counts as
+#: IN_PROGRESS). Anything else is waited on only for BRIDGE_UNKNOWN_STATUS_TIMEOUT.
+KNOWN_STATUSES = frozenset({*(s.value for s in JobStatus), "RUNNING"})
+
+
+def is_known_status(status: object) -> bool:
+    return isinstance(status, str) and status in KNOWN_STATUSES

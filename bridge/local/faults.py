@@ -12,6 +12,10 @@ Settings (all optional, changeable at runtime through ``Faults.update`` / ``POST
 - ``latency``: seconds added before every request is served (or ``{route or "*": seconds}``).
 - ``cold_start``: seconds the first job waits for a "worker" to boot; setting it makes the
   endpoints cold again, so the next job pays it.
+- ``status_override``: ``{job id or "*": status}`` (or one status for every job): jobs not
+  yet terminal are reported with this status by /run, /runsync, /status, /status-sync and
+  /stream, whatever it is (``"WEIRD"``), to test clients against statuses outside RunPod's
+  set. Only the answers change; the job runs and ends as usual, then shows its real status.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Faults:
     latency: dict[str, float] = field(default_factory=dict)
     cold_start: float = 0.0
     seed: int | None = None
+    status_override: dict[str, str] = field(default_factory=dict)
     _buckets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict, repr=False)
     _random: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -80,6 +85,8 @@ class Faults:
                 self.error_status = int(value)
             elif key == "cold_start":
                 self.cold_start = float(value or 0.0)
+            elif key == "status_override":
+                self.status_override = _overrides(value)
             elif key == "seed":
                 self.seed = None if value is None else int(value)
                 self._random.seed(self.seed)
@@ -94,6 +101,7 @@ class Faults:
             "latency": dict(self.latency),
             "cold_start": self.cold_start,
             "seed": self.seed,
+            "status_override": dict(self.status_override),
         }
 
     def delay_for(self, route: str) -> float:
@@ -111,6 +119,12 @@ class Faults:
         if bucket is None:
             bucket = self._buckets[(endpoint_id, name)] = TokenBucket(*limit)
         return bucket.take()
+
+    def shown_status(self, job_id: str, status: str) -> str:
+        """The status to report for a job not yet terminal (``status_override``)."""
+        if not self.status_override:
+            return status
+        return self.status_override.get(job_id, self.status_override.get("*", status))
 
     def inject_error(self, route: str) -> bool:
         rate = self.error_rate.get(route, self.error_rate.get("*", 0.0))
@@ -130,6 +144,16 @@ def _per_route(value: Any, name: str) -> dict[str, float]:
     if isinstance(value, dict):
         return {str(k): float(v) for k, v in value.items()}
     raise ValueError(f"{name} must be a number or a {{route: number}} object")
+
+
+def _overrides(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"*": value}
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return {str(k): v for k, v in value.items()}
+    raise ValueError('status_override must be a status string or {job id or "*": status}')
 
 
 def _limits(value: Any) -> dict[str, tuple[float, float]]:

@@ -19,6 +19,9 @@ Runner API (the seam)::
                                         # COMPLETED, or FAILED when error is given;
                                         # False if the job had already ended (cancelled,
                                         # timed out): drop the late result
+    Values that cannot be sent as JSON (NaN, Infinity, a set, ...) are refused here: such
+    an output or chunk ends the job FAILED saying why (a chunk also stops the job with
+    reason "FAILED"); such a progress update is dropped with a warning.
     store.time_out(job, message)        # end a running job TIMED_OUT (e.g. its worker died)
     store.release(job)                  # give back a taken, not started job (head of queue)
     job.payload()                       # the dict a handler receives ({"id","input",...})
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 import uuid
 from collections import deque
@@ -41,9 +45,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.local.bodies import json_problem
 from bridge.local.record import MISSING, LocalJob
 
 __all__ = ["MISSING", "Counters", "JobStore", "LocalJob"]
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class Counters:
@@ -141,17 +148,30 @@ class JobStore:
 
     def add_chunk(self, job: LocalJob, chunk: Any) -> None:
         if job.status == "IN_PROGRESS":
+            problem = json_problem(chunk)
+            if problem is not None:
+                self._end(job, "FAILED", MISSING, f"stream chunk {len(job.chunks)} cannot be sent as JSON: {problem}")
+                self._signal_stop(job, "FAILED")
+                return
             job.chunks.append(chunk)
             self._notify(job)
 
     def progress(self, job: LocalJob, value: Any) -> None:
         if job.status == "IN_PROGRESS":
+            problem = json_problem(value)
+            if problem is not None:
+                log.warning("job %s: progress update dropped, it cannot be sent as JSON: %s", job.id, problem)
+                return
             job.progress = value
             self._notify(job)
 
     def finish(self, job: LocalJob, output: Any = MISSING, error: str | None = None) -> bool:
         if job.status != "IN_PROGRESS":
             return False
+        problem = None if output is MISSING else json_problem(output)
+        if problem is not None:  # a handler's own error text is kept; its output cannot be
+            output = MISSING
+            error = error if error is not None else f"the handler's output cannot be sent as JSON: {problem}"
         self._end(job, "FAILED" if error is not None else "COMPLETED", output, error)
         return True
 

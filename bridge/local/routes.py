@@ -1,22 +1,24 @@
 """HTTP routes of the local endpoint: RunPod's API under ``/v2/{endpoint_id}/`` and the
 test-only introspection routes under ``/_bridge/``.
 
-Every ``/v2`` request passes, in order: request counting, added latency, the API-key check
-(401), the endpoint lookup (404), the rate limit (429 + ``Retry-After``) and error
-injection, then the route itself. Error bodies are ``{"error": "..."}``.
+Every ``/v2`` request passes, in order: the API-key check (401, before anything is
+recorded, so unauthenticated requests leave no trace), the endpoint lookup (404), request
+counting, added latency, the rate limit (429 + ``Retry-After``) and error injection, then
+the route itself. Error bodies are ``{"error": "..."}``; every answer is strict JSON
+(``bridge.local.bodies``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge.local import policies
+from bridge.local import bodies, policies
+from bridge.local.bodies import BodyError
 from bridge.local.faults import retry_after_header
 from bridge.local.jobs import LocalJob
 
@@ -32,7 +34,11 @@ class _Gone(Exception):
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    response = bodies.response({"error": message}, status=status, headers=headers)
+    if status in (408, 413):
+        # The rest of the body is still on its way (or never comes): close, don't wait for it.
+        response.force_close()
+    return response
 
 
 @web.middleware
@@ -92,16 +98,17 @@ class Routes:
         server = self.server
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            # The key first: a request without it must not grow any table (stats, jobs, keys).
+            if not self.authorised(request):
+                return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
             endpoint_id = request.match_info["endpoint_id"]
+            endpoint = server.endpoints.get(endpoint_id)
+            if endpoint is None:  # not counted: any id would add a stats entry
+                return error(404, f"unknown endpoint {endpoint_id!r}")
             server.count(endpoint_id, op)
             delay = server.faults.delay_for(op)
             if delay > 0:
                 await asyncio.sleep(delay)
-            if not self.authorised(request):
-                return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
-            endpoint = server.endpoints.get(endpoint_id)
-            if endpoint is None:
-                return error(404, f"unknown endpoint {endpoint_id!r}")
             wait = server.faults.throttle(endpoint_id, op)
             if wait > 0:
                 return error(429, f"rate limit for {op} exceeded; retry later",
@@ -112,6 +119,8 @@ class Routes:
                 return await fn(request, endpoint)
             except policies.PolicyError as exc:
                 return error(400, str(exc))
+            except BodyError as exc:
+                return error(exc.status, exc.message)
             except _Gone as exc:
                 return error(404, _GONE.format(exc.args[0]))
 
@@ -130,19 +139,10 @@ class Routes:
     async def _submit(self, request: web.Request, ep: ServedEndpoint, sync: bool) -> LocalJob | web.Response:
         limit = ep.options.max_runsync_bytes if sync else ep.options.max_run_bytes
         route = "runsync" if sync else "run"
-        too_big = error(413, f"request body over the {limit // (1024 * 1024)} MB limit of /{route}; "
-                             "upload large inputs elsewhere and pass a URL")
-        if request.content_length is not None and request.content_length > limit:
-            return too_big
-        raw = bytearray()
-        async for chunk in request.content.iter_any():
-            raw.extend(chunk)
-            if len(raw) > limit:
-                return too_big
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            return error(400, "request body is not valid JSON")
+        too_big = (f"request body over the {limit // (1024 * 1024)} MB limit of /{route}; "
+                   "upload large inputs elsewhere and pass a URL")
+        raw = await bodies.read_body(request, limit, self.server.body_timeout, too_big)
+        body = bodies.loads(raw) if raw else None
         if not isinstance(body, dict) or "input" not in body:
             return error(400, 'request body must be a JSON object with an "input" key')
         webhook = body.get("webhook")
@@ -167,7 +167,7 @@ class Routes:
         job = await self._submit(request, ep, sync=False)
         if isinstance(job, web.Response):
             return job
-        return web.json_response({"id": job.id, "status": job.status})
+        return self._job_answer(job, {"id": job.id, "status": job.status})
 
     async def runsync(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         wait = policies.runsync_wait(request.query.get("wait"), ep.options, self.server.profile)
@@ -177,14 +177,20 @@ class Routes:
         await ep.store.wait(job, wait)
         self._still_there(ep, job)
         if job.terminal:
-            return web.json_response(job.status_body())
-        return web.json_response({"id": job.id, "status": job.status})
+            return bodies.response(job.status_body())
+        return self._job_answer(job, {"id": job.id, "status": job.status})
 
     def _job(self, request: web.Request, ep: ServedEndpoint) -> LocalJob:
         job = ep.store.get(request.match_info["job_id"])
         if job is None:
             raise _Gone(request.match_info["job_id"])
         return job
+
+    def _job_answer(self, job: LocalJob, body: dict[str, Any]) -> web.Response:
+        """A job-shaped answer; the test-only ``status_override`` fault may change its status."""
+        if not job.terminal:
+            body["status"] = self.server.faults.shown_status(job.id, body["status"])
+        return bodies.response(body)
 
     @staticmethod
     def _still_there(ep: ServedEndpoint, job: LocalJob) -> None:
@@ -194,13 +200,13 @@ class Routes:
 
     async def status(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
-        return web.json_response(job.status_body())
+        return self._job_answer(job, job.status_body())
 
     async def status_sync(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
         await ep.store.wait(job, policies.poll_wait(request.query.get("wait"), default=90.0))
         self._still_there(ep, job)
-        return web.json_response(job.status_body())
+        return self._job_answer(job, job.status_body())
 
     async def stream(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
@@ -209,55 +215,59 @@ class Routes:
         if wait > 0:
             await ep.store.wait(job, wait, for_chunks=True)
             self._still_there(ep, job)
-        return web.json_response(job.drain())
+        return self._job_answer(job, job.drain())
 
     async def cancel(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
         ep.store.cancel(job)  # an already finished job keeps (and reports) its status
-        return web.json_response({"id": job.id, "status": job.status})
+        return bodies.response({"id": job.id, "status": job.status})
 
     async def retry(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
         job = self._job(request, ep)
         if not ep.store.retry(job):
             return error(400, f"job {job.id} is {job.status}; only FAILED, TIMED_OUT and CANCELLED jobs can be retried")
-        return web.json_response({"id": job.id, "status": job.status})
+        return bodies.response({"id": job.id, "status": job.status})
 
     async def purge(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
-        return web.json_response({"removed": ep.store.purge(), "status": "completed"})
+        return bodies.response({"removed": ep.store.purge(), "status": "completed"})
 
     async def health(self, request: web.Request, ep: ServedEndpoint) -> web.StreamResponse:
-        return web.json_response(ep.health())
+        return bodies.response(ep.health())
 
     # -- test-only routes -------------------------------------------------------------------
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
         endpoint = request.query.get("endpoint")
         if endpoint:
-            return web.json_response(self.server.stats(endpoint))
-        return web.json_response(self.server.all_stats())
+            return bodies.response(self.server.stats(endpoint))
+        return bodies.response(self.server.all_stats())
 
     async def reset_stats(self, request: web.Request) -> web.StreamResponse:
         self.server.reset_stats()
-        return web.json_response({"status": "reset"})
+        return bodies.response({"status": "reset"})
 
     async def job_state(self, request: web.Request) -> web.StreamResponse:
         state = self.server.job_state(request.match_info["job_id"])
         if state is None:
             return error(404, _GONE.format(request.match_info["job_id"]))
-        return web.json_response(state)
+        return bodies.response(state)
 
     async def faults(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.server.faults.describe())
+        return bodies.response(self.server.faults.describe())
 
     async def set_faults(self, request: web.Request) -> web.StreamResponse:
         try:
-            settings: Any = await request.json()
+            raw = await bodies.read_body(request, 1024 * 1024, self.server.body_timeout,
+                                         "fault settings over 1 MB")
+            settings: Any = bodies.loads(raw, "the fault settings")
             if not isinstance(settings, dict):
                 raise ValueError("body must be a JSON object of fault settings")
             self.server.set_faults(**settings)
+        except BodyError as exc:
+            return error(exc.status, exc.message)
         except (ValueError, TypeError) as exc:
             return error(400, str(exc))
-        return web.json_response(self.server.faults.describe())
+        return bodies.response(self.server.faults.describe())
 
     async def endpoints(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({ep_id: ep.describe() for ep_id, ep in self.server.endpoints.items()})
+        return bodies.response({ep_id: ep.describe() for ep_id, ep in self.server.endpoints.items()})

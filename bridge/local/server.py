@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.local import policies
+from bridge.local import bodies, policies
 from bridge.local.faults import Faults
 from bridge.local.jobs import JobStore
 from bridge.local.loading import Handler, load_handler
@@ -75,7 +75,14 @@ class ServedEndpoint:
 
 
 class LocalServer:
-    """RunPod's endpoint API over in-process handlers. Methods run on the server's loop."""
+    """RunPod's endpoint API over in-process handlers. Methods run on the server's loop.
+
+    ``header_timeout``: seconds a connection may take to deliver a complete request head,
+    counted from its opening or from its previous answer; past it the connection is closed
+    (this is also how long an idle keep-alive connection is kept). ``body_timeout``:
+    seconds a request body may take once its head has arrived; past it the answer is 408
+    and the connection is closed.
+    """
 
     def __init__(
         self,
@@ -87,10 +94,16 @@ class LocalServer:
         faults: dict[str, Any] | None = None,
         webhook_retries: int = 2,
         webhook_retry_delay: float = 10.0,
+        header_timeout: float = bodies.HEADER_TIMEOUT,
+        body_timeout: float = bodies.BODY_TIMEOUT,
     ) -> None:
+        if header_timeout <= 0 or body_timeout <= 0:
+            raise ValueError("header_timeout and body_timeout must be positive seconds")
         self.host = host
         self.port = port
         self.api_key = api_key
+        self.header_timeout = float(header_timeout)
+        self.body_timeout = float(body_timeout)
         self.profile = policies.check_profile(profile)
         self.faults = Faults.for_profile(self.profile)
         if faults:
@@ -162,8 +175,12 @@ class LocalServer:
         """Bind and serve; returns the base URL (``http://host:port/v2``)."""
         # A rejected oversized upload is read and dropped for lingering_time (10 s by
         # default), which would also hold shutdown that long; long polls end on close.
+        # aiohttp's keep-alive timer runs from a connection's opening and from each answer
+        # until a complete request head arrives, and closes the connection when it fires:
+        # that is the header timeout (a half-sent head no longer holds a connection forever).
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False,
-                                     lingering_time=1.0, shutdown_timeout=2.0)
+                                     lingering_time=1.0, shutdown_timeout=2.0,
+                                     keepalive_timeout=self.header_timeout)
         await self._runner.setup()
         # aiohttp's default backlog of 128 overflowed with 2,000 clients connecting at once.
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, backlog=4096)
@@ -208,6 +225,7 @@ class LocalServer:
                     ep.runner.warm = False
 
     def count(self, endpoint_id: str, route: str) -> None:
+        """One request to a served endpoint (routes call it after the key and endpoint checks)."""
         self._counts.setdefault(endpoint_id, Counter())[route] += 1
 
     def stats(self, endpoint_id: str) -> dict[str, int]:

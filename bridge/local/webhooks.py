@@ -14,6 +14,7 @@ import logging
 import aiohttp
 
 from bridge import errors
+from bridge.local import bodies
 from bridge.local.jobs import LocalJob
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ class WebhookSender:
 
     async def _deliver(self, job: LocalJob, url: str, body: dict[str, object]) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                                  json_serialize=bodies.dumps)
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self.delay)

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from bridge.local.bodies import BODY_TIMEOUT, HEADER_TIMEOUT
 from bridge.local.loading import Handler
 from bridge.local.server import LocalServer, ServedEndpoint
 
@@ -36,6 +37,8 @@ class LocalEndpoint:
     Extra keyword ``options`` are endpoint options: ``retention``, ``sync_retention``,
     ``execution_timeout``, ``ttl``, ``runsync_wait`` (seconds), ``max_run_bytes``,
     ``max_runsync_bytes``. ``faults`` is a dict of fault settings (see ``set_faults``).
+    ``header_timeout`` / ``body_timeout`` (seconds) bound how long a request head / body may
+    take to arrive (see :class:`~bridge.local.server.LocalServer`).
     """
 
     def __init__(
@@ -52,12 +55,15 @@ class LocalEndpoint:
         faults: dict[str, Any] | None = None,
         webhook_retries: int = 2,
         webhook_retry_delay: float = 10.0,
+        header_timeout: float = HEADER_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
         **options: Any,
     ) -> None:
         self.endpoint_id = endpoint_id
         self._server = LocalServer(
             host=host, port=port, api_key=api_key, profile=profile, faults=faults,
             webhook_retries=webhook_retries, webhook_retry_delay=webhook_retry_delay,
+            header_timeout=header_timeout, body_timeout=body_timeout,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bridge-local-endpoint", daemon=True)
@@ -129,7 +135,7 @@ class LocalEndpoint:
         return self._call(lambda: self.endpoint(endpoint_id).health())
 
     def set_faults(self, **settings: Any) -> None:
-        """rate_limits, error_rate, error_status, latency, cold_start, seed, profile."""
+        """rate_limits, error_rate, error_status, latency, cold_start, seed, status_override, profile."""
         self._call(lambda: self._server.set_faults(**settings))
 
     def faults(self) -> dict[str, Any]:

@@ -1,18 +1,24 @@
 """Failures on the wire, through both clients: 429 and 5xx injection with recovery,
 Retry-After, exhausted retries, unreachable endpoints, 401 without leaking the key,
-payload checks before sending, lost /run answers with Idempotency-Key, and endpoints
-without the /status-sync long poll or without a ``stream`` key."""
+payload checks before sending, lost /run answers with Idempotency-Key, endpoints
+without the /status-sync long poll or without a ``stream`` key, and a status outside
+RunPod's set (BRIDGE_UNKNOWN_STATUS_TIMEOUT)."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 import socket
+import threading
 import time
+import uuid
 
 import pytest
 
 from bridge import errors
 from bridge.client import PollPolicy, RetryPolicy
+from bridge.config import unknown_status_timeout
+from bridge.testing import wait_until
 
 from . import handlers
 
@@ -152,3 +158,81 @@ def test_stream_without_stream_key_ends(local_endpoint, edge_proxy, client):
     proxy = edge_proxy(local, status_sync=404, drop_stream_key=True)
     ep = client(proxy.base_url, endpoint_id=local.endpoint_id, poll=PollPolicy(long_poll=0))
     assert list(ep.run({"n": 2}).stream()) == [{"i": 0}, {"i": 1}]
+
+
+def _unknown_status_lines(caplog: pytest.LogCaptureFixture, job_id: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and job_id in r.getMessage() and "not one of RunPod's" in r.getMessage()]
+
+
+def test_an_unknown_status_ends_the_wait_after_the_setting(local_endpoint, client, caplog, monkeypatch):
+    monkeypatch.setenv("BRIDGE_UNKNOWN_STATUS_TIMEOUT", "1")
+    local = local_endpoint(handlers.work)
+    ep = client(local, poll=PollPolicy(long_poll=1.0))
+    gate = f"g-{uuid.uuid4()}"
+    local.set_faults(status_override={"*": "WEIRD"})
+    job = ep.run({"gate": gate})
+    try:
+        with caplog.at_level(logging.WARNING, logger="bridge.client"):
+            with pytest.raises(errors.UnknownStatus) as info:
+                job.output(timeout=60)  # our own deadline is far: this is not a Timeout
+            err = info.value
+            assert isinstance(err, errors.MalformedResponse) and not isinstance(err, errors.Timeout)
+            assert (err.job_id, err.endpoint_id, err.status, err.waited) == (job.job_id, local.endpoint_id, "WEIRD", 1.0)
+            assert "'WEIRD'" in str(err) and "BRIDGE_UNKNOWN_STATUS_TIMEOUT" in str(err)
+            assert local.job_state(job.job_id)["status"] == "IN_PROGRESS"  # not cancelled
+            with pytest.raises(errors.UnknownStatus):
+                job.output(timeout=60)  # a second wait on the same job gives up too...
+        lines = _unknown_status_lines(caplog, job.job_id)
+        assert len(lines) == 1 and "'WEIRD'" in lines[0]  # ...and the warning came once per job
+    finally:
+        handlers.gate(gate).set()
+
+
+def test_an_unknown_status_ends_a_stream_too(local_endpoint, client, monkeypatch):
+    monkeypatch.setenv("BRIDGE_UNKNOWN_STATUS_TIMEOUT", "0.5")
+    local = local_endpoint(handlers.work)
+    ep = client(local, poll=PollPolicy(long_poll=0, initial=0.05))
+    gate = f"g-{uuid.uuid4()}"
+    job = ep.run({"gate": gate})
+    local.set_faults(status_override={job.job_id: "BOOTING"})
+    try:
+        with pytest.raises(errors.UnknownStatus) as info:
+            list(job.stream(timeout=60))
+        assert info.value.status == "BOOTING"
+    finally:
+        handlers.gate(gate).set()
+
+
+def test_a_passing_unknown_status_does_not_end_the_wait(local_endpoint, client, caplog, monkeypatch):
+    monkeypatch.setenv("BRIDGE_UNKNOWN_STATUS_TIMEOUT", "60")
+    local = local_endpoint(handlers.work)
+    ep = client(local, poll=PollPolicy(long_poll=0, initial=0.05, max_interval=0.2))
+    gate = f"g-{uuid.uuid4()}"
+    local.set_faults(status_override={"*": "WEIRD"})
+    job = ep.run({"gate": gate})
+
+    def release_once_warned() -> None:
+        wait_until(lambda: _unknown_status_lines(caplog, job.job_id), timeout=30)
+        local.set_faults(status_override=None)
+        handlers.gate(gate).set()
+
+    with caplog.at_level(logging.WARNING, logger="bridge.client"):
+        helper = threading.Thread(target=release_once_warned)
+        helper.start()
+        try:
+            assert job.output(timeout=30) == {"echo": {"gate": gate}}
+        finally:
+            handlers.gate(gate).set()
+            helper.join(30)
+
+
+def test_unknown_status_timeout_setting_is_checked(monkeypatch):
+    monkeypatch.delenv("BRIDGE_UNKNOWN_STATUS_TIMEOUT", raising=False)
+    assert unknown_status_timeout() == 300.0
+    monkeypatch.setenv("BRIDGE_UNKNOWN_STATUS_TIMEOUT", "2.5")
+    assert unknown_status_timeout() == 2.5
+    for bad in ("-1", "soon", "nan"):
+        monkeypatch.setenv("BRIDGE_UNKNOWN_STATUS_TIMEOUT", bad)
+        with pytest.raises(errors.ConfigurationError, match="BRIDGE_UNKNOWN_STATUS_TIMEOUT"):
+            unknown_status_timeout()
