@@ -15,6 +15,7 @@ import redis.asyncio as aredis
 from aiohttp import web
 
 import bridge.batch
+from bridge import keys
 from bridge.testing import AppServer
 from bridge.webhooks import WebhookReceiver, strip_body
 from bridge.webhooks.receiver import SafeAccessLogger, inbox_key, make_app, registration_key
@@ -154,3 +155,124 @@ def test_cli_batch_with_webhooks(local_endpoint, receiver, redis_url, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["output"] for r in rows] == [{"y": i} for i in range(30)]
     assert ep.stats().get("status", 0) == 0 and ep.stats().get("status-sync", 0) == 0
+
+
+def raw_post(port: int, path: str, headers: dict[str, str], body_part: bytes) -> tuple[int, bytes]:
+    """Send a request's headers and only ``body_part`` of its body; return the answer's status
+    line and body (the receiver must answer without the rest)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode() + body_part)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 10:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+async def registered(redis_url: str, receiver: Server, ref: str, inbox: str = "inbox-1") -> str:
+    r = redis.Redis.from_url(redis_url)
+    r.hset(registration_key(ref), mapping={"inbox": inbox, "ttl": "60"})
+    return webhook_url(receiver.url, await receiver_key(aredis.Redis.from_url(redis_url)), ref)
+
+
+async def test_the_token_is_checked_before_the_body_is_read(receiver, redis_url):
+    url = await registered(redis_url, receiver, "b-big-0")
+    path = url.split(str(receiver.port), 1)[1]
+    forged = path.split("token=")[0] + "token=" + "0" * 64
+    huge = {"Content-Type": "application/json", "Content-Length": str(30 * 2**20)}
+    # 30 MB announced, 1 KB sent: a forged token is refused at once, the body never read.
+    status, body = await asyncio.to_thread(raw_post, receiver.port, forged, huge, b"{" + b" " * 1023)
+    assert status == 403 and b"forbidden" in body
+    # A real token with a body over the cap: 413 before reading it.
+    status, body = await asyncio.to_thread(raw_post, receiver.port, path, huge, b"{" + b" " * 1023)
+    assert status == 413 and b"too_large" in body
+    assert redis.Redis.from_url(redis_url).llen(inbox_key("inbox-1")) == 0
+
+
+async def test_a_chunked_body_over_the_cap_is_refused(receiver, redis_url):
+    from bridge.webhooks.receiver import MAX_BODY
+
+    url = await registered(redis_url, receiver, "b-chunked-0")
+
+    async def too_big():
+        yield b'{"output": "'
+        for _ in range(MAX_BODY // 2**20 + 1):
+            yield b"x" * 2**20
+        yield b'"}'
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=too_big()) as resp:  # no Content-Length: chunked
+            assert resp.status == 413
+        async with session.post(url, json={"id": "j", "status": "COMPLETED", "output": "x" * 2**20}) as resp:
+            assert resp.status == 200  # under the cap (and over aiohttp's 1 MB default)
+
+
+async def test_the_receiver_picks_up_a_key_that_changed_after_it_vanished(receiver, redis_url):
+    r = redis.Redis.from_url(redis_url)
+    old_url = await registered(redis_url, receiver, "b-old-0", "inbox-old")
+    name = keys.webhook_secret("_receiver_key")
+    old_key = r.get(name)
+    r.delete(name)  # Redis flushed / restarted without persistence
+    # A worker started now makes a new key and hands out URLs signed with it.
+    waiter = WebhookReceiver(receiver.url, redis_url).waiter()
+    new_url = await waiter.url_for("b-new-0", await_here=False)
+    assert r.get(name) not in (None, old_key)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(new_url, json={"id": "j-new", "status": "COMPLETED"}) as resp:
+            assert resp.status == 200 and (await resp.json())["outcome"] == "delivered"
+        async with session.post(old_url, json={"id": "j-old", "status": "COMPLETED"}) as resp:
+            assert resp.status == 200  # jobs submitted before the change still complete
+    await waiter.close()
+
+
+async def test_a_vanished_key_is_restored_for_urls_already_handed_out(receiver, redis_url):
+    r = redis.Redis.from_url(redis_url)
+    name = keys.webhook_secret("_receiver_key")
+    url = await registered(redis_url, receiver, "b-keep-0")
+    key = r.get(name)
+    r.delete(name)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url.split("token=")[0] + "token=" + "0" * 64, json={}) as resp:
+            assert resp.status == 403  # a miss makes the receiver look again, and put its key back
+    assert r.get(name) == key
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json={"id": "j", "status": "COMPLETED"}) as resp:
+            assert resp.status == 200
+
+
+async def test_replays_are_taken_once_even_after_the_ref_is_registered_again(receiver, redis_url):
+    waiter = WebhookReceiver(receiver.url, redis_url).waiter()
+    got: list[dict[str, Any]] = []
+    waiter.on_delivery = lambda ref, body: got.append(body)
+    url = await waiter.url_for("task-r", await_here=False)
+    body = {"id": "job-1", "status": "COMPLETED", "output": 1}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json=body) as resp:
+            assert (await resp.json())["outcome"] == "delivered"
+        await waiter.url_for("task-r", await_here=False)  # registered again (a resumed task)
+        async with session.post(url, json=body) as resp:  # the captured request, replayed
+            assert resp.status == 200 and (await resp.json())["outcome"] == "duplicate"
+        async with session.post(url, json={**body, "id": "job-2"}) as resp:  # a new job for the ref
+            assert (await resp.json())["outcome"] == "delivered"
+    await asyncio.to_thread(wait_until, lambda: len(got) == 2, 10, "2 deliveries")
+    assert [b["id"] for b in got] == ["job-1", "job-2"]
+    await waiter.close()
+
+
+async def test_a_newline_in_a_ref_cannot_forge_a_log_line(receiver, caplog):
+    caplog.set_level(logging.INFO)
+    async with aiohttp.ClientSession() as session:
+        forged_line = "%0A2026-01-01 CRITICAL forged line"
+        async with session.post(f"{receiver.url}/webhooks/x{forged_line.replace(' ', '%20')}?token=bad%0Aq",
+                                json={}) as resp:
+            assert resp.status == 403
+    lines = caplog.text.splitlines()
+    assert lines and not any(line.startswith("2026-01-01") for line in lines)
+    assert "token=bad" not in caplog.text and "forged line" not in "\n".join(
+        m for rec in caplog.records for m in rec.getMessage().splitlines()[1:])
