@@ -38,7 +38,8 @@ def test_run_waits_and_prints_the_result(cli):
 def test_run_reads_stdin_and_sync(cli):
     result = cli("run", "--endpoint-id", "test", "-", "--sync", "--timeout", "10", input='{"s": 2}')
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"status": "COMPLETED", "output": {"echo": {"s": 2}}}
+    body = json.loads(result.stdout)
+    assert body.pop("id") and body == {"status": "COMPLETED", "output": {"echo": {"s": 2}}}
 
 
 def test_run_no_wait_then_status_cancel_health_purge(cli):

@@ -62,7 +62,7 @@ def test_worker_routes_need_the_worker_token(sync_worker: LocalEndpoint) -> None
 def crashy() -> Iterator[LocalEndpoint]:
     """A worker command that always exits at once; hand-made workers may join (accept_unknown)."""
     ep = make_worker_endpoint([sys.executable, "-c", "import sys; sys.exit(3)"], endpoint_id="crashy",
-                              worker_options={"accept_unknown": True, "hold": 2.0})
+                              worker_options={"accept_unknown": True, "hold": 2.0, "start_attempts": 1000})
     try:
         yield ep
     finally:
@@ -76,6 +76,30 @@ def test_crash_looping_worker_is_unhealthy_and_loses_no_queued_job(crashy: Local
     wait_until(lambda: runner(crashy).supervisor.restarts > restarts, timeout=20)
     assert job_field(crashy, job_id) == "IN_QUEUE"
     requests.post(crashy.url("cancel", job_id), timeout=10)
+
+
+def test_workers_that_never_start_give_up_and_fail_the_jobs_instead_of_queueing_them() -> None:
+    given_up: list[errors.ConfigurationError] = []
+    command = [sys.executable, "-c", "import sys; print('model file missing'); sys.exit(3)"]
+    ep = make_worker_endpoint(command, count=2, endpoint_id="broken",
+                              worker_options={"start_attempts": 2, "on_give_up": given_up.append})
+    try:
+        queued = requests.post(ep.url("run"), json={"input": {}}, timeout=10).json()["id"]
+        wait_until(lambda: given_up, timeout=30)
+        failed = runner(ep).supervisor.failed
+        assert given_up == [failed] and failed is not None
+        assert "exited with code 3 before contacting the endpoint, 2 times in a row" in str(failed)
+        assert "model file missing" in str(failed)
+        # The job that was waiting, and one sent afterwards, end FAILED with the reason.
+        later = requests.post(ep.url("run"), json={"input": {}}, timeout=10).json()["id"]
+        for job_id in (queued, later):
+            wait_until(lambda job_id=job_id: job_field(ep, job_id) == "FAILED", timeout=10)
+            assert "could start" in job_field(ep, job_id, "error")
+        health = ep.health()
+        assert health["workers"]["unhealthy"] == 2 and health["workers"]["ready"] == 0
+        assert runner(ep).supervisor.started_total == 4  # 2 slots x 2 attempts, then no more
+    finally:
+        ep.close()
 
 
 def test_a_job_taken_by_a_poll_whose_worker_hung_up_goes_to_the_next_worker(crashy: LocalEndpoint) -> None:

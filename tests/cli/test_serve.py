@@ -1,0 +1,105 @@
+"""``bridge serve`` through the real console script (issue 12 items 6 and 7): a handler that
+cannot be loaded exits 7 with one line, a ``--worker-command`` whose workers never come up
+gives up with a clear error (unhealthy in /health meanwhile), and SIGINT/SIGTERM are a
+normal stop (exit 0)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from bridge.testing import wait_until
+
+from .conftest import BRIDGE, ROOT
+
+BROKEN = {
+    "syntax.py": ("def handler(job):\n    return (\n", "SyntaxError: '(' was never closed (syntax.py, line 2)"),
+    "imports.py": ("import no_such_module_for_bridge_tests\n\ndef handler(job):\n    return 1\n",
+                   "ModuleNotFoundError: No module named 'no_such_module_for_bridge_tests'"),
+    "raises.py": ("raise RuntimeError('boom at import')\n", "RuntimeError: boom at import"),
+    "exits.py": ("import sys\nsys.exit(3)\n", "sys.exit(3)"),
+    "notcallable.py": ("handler = 42\n", "is not callable (it is the int 42)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_a_handler_that_cannot_be_loaded_exits_7_with_one_line(tmp_path: Path, name: str) -> None:
+    source, says = BROKEN[name]
+    (tmp_path / name).write_text(source)
+    done = subprocess.run([BRIDGE, "serve", f"{tmp_path / name}:handler", "--port", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 7, done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bridge serve: ") and says in lines[0]
+
+
+def test_a_module_handler_with_a_syntax_error_exits_7_too(tmp_path: Path) -> None:
+    (tmp_path / "brokenmod.py").write_text("def handler(job) return 1\n")
+    done = subprocess.run([BRIDGE, "serve", "brokenmod:handler", "--port", "0"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={"PYTHONPATH": str(tmp_path), "PATH": str(Path(BRIDGE).parent)})
+    assert done.returncode == 7 and "Traceback" not in done.stderr
+    assert "importing module 'brokenmod' failed with SyntaxError" in done.stderr
+
+
+class Serving:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([BRIDGE, "serve", "--port", "0", *args], cwd=ROOT, text=True,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # blocks until the URL is printed (or the process died)
+        match = re.search(r"(http://\S+/v2)", line)
+        if match is None:
+            self.proc.kill()
+        assert match, f"no base URL printed: {line!r}"
+        self.base_url = match.group(1)
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        _out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
+
+
+def test_worker_command_that_never_starts_gives_up_with_exit_7(tmp_path: Path) -> None:
+    missing = tmp_path / "missing_handler.py"
+    s = Serving("--worker-command", f"{sys.executable} {missing}", "-e", "w")
+    try:
+        job = requests.post(f"{s.base_url}/w/run", json={"input": {}}, timeout=10).json()["id"]
+        # Meanwhile: the crash-looping worker shows as unhealthy, the job waits.
+        def health() -> dict:  # type: ignore[type-arg]
+            return dict(requests.get(f"{s.base_url}/w/health", timeout=10).json())
+
+        wait_until(lambda: health()["workers"]["unhealthy"] >= 1, timeout=30)
+        assert health()["workers"]["ready"] == 0 and health()["jobs"]["inQueue"] == 1
+        assert requests.get(f"{s.base_url}/w/status/{job}", timeout=10).json()["status"] == "IN_QUEUE"
+        code, err = s.finish()
+    finally:
+        s.kill()
+    assert code == 7
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("bridge serve: worker command") and "5 times in a row; gave up" in last
+    assert "can't open file" in last and str(missing) in last
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_treats_sigint_and_sigterm_as_a_normal_stop(sig: signal.Signals) -> None:
+    s = Serving("examples/handlers.py:echo", "-e", "echo")
+    try:
+        body = requests.post(f"{s.base_url}/echo/runsync", json={"input": {"a": 1}}, timeout=10).json()
+        assert body["output"] == {"a": 1}
+        s.proc.send_signal(sig)
+        code, err = s.finish()
+    finally:
+        s.kill()
+    assert code == 0 and "bridge serve: stopping" in err
