@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, states
+from celery import states
 
 # KEYS[1] the task's meta key; ARGV: STARTED meta, expiry seconds (0 = none). Returns the
 # current meta when it is SUCCESS or REVOKED, else stores STARTED and returns nil.
@@ -34,10 +34,10 @@ return false
 _scripts: dict[int, Any] = {}
 
 
-def begin(task: Task) -> dict[str, Any]:
-    """The backend meta when the task is already SUCCESS or REVOKED, else ``{}`` after
-    marking it STARTED."""
-    backend, request = task.backend, task.request
+def begin(backend: Any, request: Any, task_id: str) -> dict[str, Any]:
+    """The backend meta when task ``task_id`` is already SUCCESS or REVOKED, else ``{}``
+    after marking it STARTED. ``request``: the task's request context (Celery's
+    ``task.request``, or a worker request's ``_context``)."""
     client = getattr(backend, "client", None)
     if type(backend).__name__ in ("RedisBackend", "SentinelBackend") and client is not None \
             and backend.serializer == "json":
@@ -45,12 +45,12 @@ def begin(task: Task) -> dict[str, Any]:
         if script is None:
             script = _scripts[id(client)] = client.register_script(_BEGIN)
         meta = backend._get_result_meta(result=None, state=states.STARTED, traceback=None, request=request)
-        meta["task_id"] = request.id
+        meta["task_id"] = task_id
         expires = int(backend.expires or 0)
-        current = script(keys=[backend.get_key_for_task(request.id)], args=[backend.encode(meta), expires])
+        current = script(keys=[backend.get_key_for_task(task_id)], args=[backend.encode(meta), expires])
         return dict(backend.decode_result(current)) if current else {}
-    meta = backend.get_task_meta(request.id)
+    meta = backend.get_task_meta(task_id)
     if meta.get("status") in (states.SUCCESS, states.REVOKED):
         return dict(meta)
-    backend.store_result(request.id, None, states.STARTED, request=request)
+    backend.store_result(task_id, None, states.STARTED, request=request)
     return {}

@@ -13,7 +13,9 @@ requeue instead of a remote cancel when the worker is shutting down.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +23,8 @@ from celery import Task, shared_task, states
 from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 
 from bridge import errors
-from bridge.gateway.core import Cancelled, Gateway, HandedOff, JobSpec, get_gateway
+from bridge.gateway.core import Cancelled, HandedOff, JobSpec, get_gateway
+from bridge.held import outcome_for
 from bridge.task_state import begin
 
 log = logging.getLogger("bridge.tasks")
@@ -45,6 +48,10 @@ class BridgeTask(Task):
     reject_on_worker_lost = True  # a killed prefork child requeues instead of acking
     track_started = False  # STARTED is written by the task itself, after the REVOKED check
     max_retries = None
+    # Job tasks' messages are held in the worker's main process while their remote job
+    # runs (bridge.strategy, bridge.held); other bridge tasks get Celery's default strategy.
+    Strategy = "bridge.strategy:job_strategy"
+    Request = "bridge.strategy:HeldRequest"
 
     def apply_async(self, args: Any = None, kwargs: Any = None, *a: Any, **kw: Any) -> Any:
         first = args[0] if args else None
@@ -56,8 +63,8 @@ class BridgeTask(Task):
         return super().apply_async(args, kwargs, *a, **kw)
 
 
-def _expires_at(request: Any) -> float | None:
-    value = getattr(request, "expires", None)
+def _expires_at(value: Any) -> float | None:
+    """Celery's ``expires`` (a datetime, ISO text or epoch seconds) as epoch seconds."""
     if not value:
         return None
     if isinstance(value, str):
@@ -69,25 +76,15 @@ def _expires_at(request: Any) -> float | None:
     return float(value)
 
 
-def _deadline(task: Task, timeout: float | None) -> float | None:
+def _deadline(task: Task, timelimit: Any, timeout: float | None) -> float | None:
     """bridge's own timeout, tightened by the task's time limits (which the threads pool
-    never enforces, and prefork enforces by killing the child without a remote cancel)."""
-    hard, soft = getattr(task.request, "timelimit", None) or (None, None)
+    never enforces, held jobs are not subject to, and prefork enforces by killing the child
+    without a remote cancel)."""
+    hard, soft = timelimit or (None, None)
     hard = hard or task.time_limit or task.app.conf.task_time_limit
     soft = soft or task.soft_time_limit or task.app.conf.task_soft_time_limit
     limits = [x for x in (timeout, soft, (hard - 1.0) if hard else None) if x]
     return min(limits) if limits else None
-
-
-def _revoked(task: Task, meta: dict[str, Any]) -> str | None:
-    """Why this delivery must not start: REVOKED in the backend (a broadcast this worker
-    missed), in this process's revoked set (threads/gevent pools), or None."""
-    from celery.worker import state as worker_state
-
-    task_id = task.request.id
-    if task_id in worker_state.revoked or meta.get("status") == states.REVOKED:
-        return "revoked"
-    return None
 
 
 def _mark_revoked(task: Task, reason: str) -> None:
@@ -95,28 +92,91 @@ def _mark_revoked(task: Task, reason: str) -> None:
     raise Ignore()
 
 
-def _job(task: Task, run: Callable[[Gateway, JobSpec], Any], input: Any, endpoint_id: str,
-         policy: dict[str, Any] | None, webhook: str | None, timeout: float | None) -> Any:
-    request = task.request
-    meta = begin(task)  # one round trip: SUCCESS/REVOKED already, or now STARTED
+#: Job tasks whose held start is not :func:`plan_held`'s (``bridge.batch_item``).
+HELD_PLANS: dict[str, Callable[[Any], Any]] = {}
+
+#: How each job task drives the gateway: keyword arguments of ``Gateway.arun``.
+_MODES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "bridge.run": lambda a: {},
+    "bridge.stream": lambda a: {"stream": True},
+    "bridge.run_sync": lambda a: {"runsync_wait": min(a.get("timeout") or 90.0, 300.0)},
+}
+
+
+def _start_check(task: Task, request: Any, task_id: str, expires: Any) -> tuple[str | None, dict[str, Any]]:
+    """The start checks of a job delivery: ``"done"`` when an earlier delivery already
+    stored SUCCESS, a revoke reason when it must not start (REVOKED in the backend: a
+    broadcast this worker missed; this process's revoked set; ``expires`` passed), else
+    None after marking it STARTED (one round trip, so other workers leave it alone)."""
+    from celery.worker import state as worker_state
+
+    meta = begin(task.backend, request, task_id)
     if meta.get("status") == states.SUCCESS:
+        return "done", meta
+    if task_id in worker_state.revoked or meta.get("status") == states.REVOKED:
+        return "revoked", meta
+    expires_at = _expires_at(expires)
+    if expires_at is not None and expires_at <= time.time():
+        return "expired", meta
+    return None, meta
+
+
+def _spec(task: Task, task_id: str, a: dict[str, Any], timelimit: Any, expires: Any,
+          retries: int) -> JobSpec:
+    return JobSpec(
+        task_id=task_id, endpoint_id=a["endpoint_id"], input=a["input"], policy=a.get("policy"),
+        webhook=a.get("webhook"), timeout=_deadline(task, timelimit, a.get("timeout")),
+        expires_at=_expires_at(expires), attempt=retries or 0,
+    )
+
+
+def plan_held(req: Any) -> Any:
+    """The start of a held job task (see :mod:`bridge.held`), on the held-jobs thread: an
+    :class:`~bridge.held.Outcome` when the delivery must not wait (already done, revoked,
+    bad arguments), else the coroutine that waits on its remote job on the gateway loop."""
+    from bridge.held import Outcome
+
+    task = req.task
+    custom = HELD_PLANS.get(task.name)
+    if custom is not None:
+        return custom(req)
+    try:
+        a = inspect.signature(task.run).bind(*req.args, **req.kwargs).arguments
+    except TypeError:
+        return Outcome("plain")  # the tracer calls the body and fails it with the TypeError
+    reason, _ = _start_check(task, req._context, req.id, req.expires)
+    if reason == "done":
+        return Outcome("done")
+    if reason is not None:
+        from bridge.gateway import cancel_task
+
+        cancel_task(req.id)  # a redelivery or a sibling delivery must not submit either
+        return Outcome("cancelled", reason)
+    spec = _spec(task, req.id, a, req.time_limits, req.expires, req.request_dict.get("retries", 0))
+    return get_gateway().arun(spec, **_MODES[task.name](a))
+
+
+def _job(task: Task, input: Any, endpoint_id: str, policy: dict[str, Any] | None,
+         webhook: str | None, timeout: float | None) -> Any:
+    request = task.request
+    outcome = outcome_for(request.id)
+    if outcome is not None:  # a held job completing: its outcome is ready
+        return deliver(task, outcome)
+    # The blocking path: this delivery waits on its remote job here, in its pool slot.
+    reason, meta = _start_check(task, request, request.id, getattr(request, "expires", None))
+    if reason == "done":
         return meta.get("result")  # a late second delivery: same result, nothing sent
-    reason = _revoked(task, meta)
-    expires_at = _expires_at(request)
-    if reason is None and expires_at is not None and expires_at <= dt.datetime.now(dt.timezone.utc).timestamp():
-        reason = "expired"
     gateway = get_gateway()
     if reason is not None:
         from bridge.gateway import cancel_task
 
         cancel_task(request.id)  # a redelivery or a sibling delivery must not submit either
         _mark_revoked(task, reason)
-    spec = JobSpec(
-        task_id=request.id, endpoint_id=endpoint_id, input=input, policy=policy, webhook=webhook,
-        timeout=_deadline(task, timeout), expires_at=expires_at, attempt=request.retries or 0,
-    )
+    a = {"input": input, "endpoint_id": endpoint_id, "policy": policy, "webhook": webhook, "timeout": timeout}
+    spec = _spec(task, request.id, a, getattr(request, "timelimit", None), getattr(request, "expires", None),
+                 request.retries or 0)
     try:
-        return run(gateway, spec)
+        return gateway.call(gateway.arun(spec, **_MODES[task.name](a)))
     except Cancelled as exc:
         _mark_revoked(task, exc.reason)
     except HandedOff:
@@ -131,18 +191,28 @@ def _job(task: Task, run: Callable[[Gateway, JobSpec], Any], input: Any, endpoin
         ) from None
 
 
+def deliver(task: Task, outcome: Any) -> Any:
+    """Return or raise a held job's outcome from its task body (inside Celery's tracer)."""
+    if outcome.kind == "result":
+        return outcome.value
+    if outcome.kind == "error":
+        raise outcome.value
+    if outcome.kind == "cancelled":
+        _mark_revoked(task, outcome.value)
+    raise RuntimeError(f"bridge: unexpected held outcome {outcome.kind!r} for {task.request.id}")
+
+
 @shared_task(bind=True, base=BridgeTask, name="bridge.run")
 def run(self: Task, input: Any, endpoint_id: str, *, policy: dict[str, Any] | None = None,
         webhook: str | None = None, timeout: float | None = None) -> Any:
     """Submit ``input`` to ``endpoint_id``, wait, return the output (see docs/celery.md)."""
-    return _job(self, Gateway.run, input, endpoint_id, policy, webhook, timeout)
+    return _job(self, input, endpoint_id, policy, webhook, timeout)
 
 
 @shared_task(bind=True, base=BridgeTask, name="bridge.run_sync")
 def run_sync(self: Task, input: Any, endpoint_id: str, *, timeout: float | None = None) -> Any:
     """Like ``bridge.run`` through ``/runsync`` (short jobs; one request when it finishes in time)."""
-    wait = min(timeout or 90.0, 300.0)
-    return _job(self, lambda g, s: g.run_sync(s, wait), input, endpoint_id, None, None, timeout)
+    return _job(self, input, endpoint_id, None, None, timeout)
 
 
 @shared_task(bind=True, base=BridgeTask, name="bridge.stream")
@@ -150,7 +220,7 @@ def stream(self: Task, input: Any, endpoint_id: str, *, policy: dict[str, Any] |
            timeout: float | None = None) -> list[Any]:
     """Run a streaming job; chunks go to the Redis Stream ``bridge:stream:{task_id}`` as they
     arrive; the result is the list of all chunks."""
-    return _job(self, Gateway.stream, input, endpoint_id, policy, None, timeout)
+    return _job(self, input, endpoint_id, policy, None, timeout)
 
 
 @shared_task(bind=True, base=BridgeTask, name="bridge.status")

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from celery import Celery, bootsteps, signals
 
-from bridge import keys
+from bridge import held, keys
 from bridge.config import env_float
 
 log = logging.getLogger("bridge.worker")
@@ -113,6 +113,15 @@ class BridgeStep(bootsteps.StartStopStep):
             log.exception("bridge: heartbeat of held messages failed; retrying")
 
 
+def _set_cancel_key(task_id: str) -> None:
+    try:
+        from bridge.gateway import cancel_task
+
+        cancel_task(task_id)
+    except Exception:
+        log.exception("bridge: setting the cancel key of %s failed", task_id)
+
+
 def _cancel_in_background(task_id: str) -> None:
     def work() -> None:
         try:
@@ -134,6 +143,12 @@ def _on_task_revoked(sender: Any = None, request: Any = None, terminated: bool =
     name = getattr(sender, "name", None) or getattr(request, "task", None)
     task_id = getattr(request, "id", None)
     if name in JOB_TASKS and task_id:
+        jobs = held.current()
+        if jobs is not None and task_id in jobs.held:
+            # Held here: the poller of this process sees the key, sends /cancel and ends
+            # the wait as REVOKED (a /cancel from aside would race it to a CANCELLED status).
+            _set_cancel_key(task_id)
+            return
         _cancel_in_background(task_id)
 
 
@@ -198,6 +213,7 @@ def install(app: Celery) -> Celery:
 
     if BridgeStep not in app.steps["worker"]:
         app.steps["worker"].add(BridgeStep)
+    app._bridge_installed = True  # job tasks' messages are held slot-free (bridge.strategy)
     backend = str(app.conf.result_backend or "")
     if "BRIDGE_REDIS_URL" not in os.environ and backend.startswith(("redis://", "rediss://", "unix://")):
         os.environ["BRIDGE_REDIS_URL"] = backend

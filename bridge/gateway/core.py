@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -124,6 +124,15 @@ class Gateway:
         if exc is not None:
             raise exc
         return task.result()
+
+    def spawn(self, coro: Coroutine[Any, Any, T], on_done: Callable[[asyncio.Task[T]], None]) -> None:
+        """Run ``coro`` on the gateway loop without waiting for it (any thread);
+        ``on_done(task)`` is called on the loop thread when it ends. Held job tasks use this:
+        no thread blocks while their remote job runs."""
+        def start() -> None:
+            self.loop.create_task(coro).add_done_callback(on_done)
+
+        self.loop.call_soon_threadsafe(start)
 
     def close(self) -> None:
         async def _close() -> None:
@@ -407,6 +416,17 @@ def get_gateway() -> Gateway:
         if _gateway is None or _gateway.pid != os.getpid():
             _gateway = Gateway()
         return _gateway
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a prefork pool process) starts with no gateway thread; the parent's
+    lock may have been held by one of the parent's other threads at the fork."""
+    global _lock, _gateway
+    _lock = threading.Lock()
+    _gateway = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def reset_gateway() -> None:

@@ -103,7 +103,7 @@ class WorkerProcess:
     counter = 0
 
     def __init__(self, app: Celery, url: str, base_url: str, pool: str = "threads",
-                 concurrency: int = 100, **env: str) -> None:
+                 concurrency: int = 100, app_module: str = "bridge.app", **env: str) -> None:
         WorkerProcess.counter += 1
         self.app = app
         self.name = f"w{WorkerProcess.counter}-{os.getpid()}@bridge-tests"
@@ -111,12 +111,12 @@ class WorkerProcess:
             **os.environ, **GATEWAY_ENV, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
             "BRIDGE_REDIS_URL": url, "RUNPOD_ENDPOINT_BASE_URL": base_url,
             "BRIDGE_WORKER_POOL": pool, "BRIDGE_WORKER_CONCURRENCY": str(concurrency),
-            "PYTHONPATH": str(ROOT), **env,
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'celery'}", **env,
         }
         self.log = open(f"/tmp/bridge-test-{self.name.split('@')[0]}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [CELERY, "-A", "bridge.app", "worker", "-l", "INFO", "-n", self.name, "--without-mingle",
-             "--without-gossip"],
+            [CELERY, "-A", app_module, "worker", "-l", "INFO", "-n", self.name, "--without-mingle",
+             "--without-gossip", *([] if app_module == "bridge.app" else ["-P", pool, "-c", str(concurrency)])],
             cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery_helpers import (
     GATEWAY_ENV,
@@ -71,8 +72,11 @@ def workers(sub_stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory of worker subprocesses; all are stopped when the test ends."""
     started: list[WorkerProcess] = []
 
-    def start(pool: str = "threads", concurrency: int = 100, **env: str) -> WorkerProcess:
-        w = WorkerProcess(sub_stack.app, sub_stack.url, sub_stack.endpoint.base_url, pool, concurrency, **env)
+    def start(pool: str = "threads", concurrency: int = 100, app_module: str = "bridge.app",
+              app: Celery | None = None, **env: str) -> WorkerProcess:
+        """``app``: the producer app on the worker's broker (pings, inspect); default sub_stack's."""
+        w = WorkerProcess(app or sub_stack.app, sub_stack.url, sub_stack.endpoint.base_url, pool, concurrency,
+                          app_module, **env)
         started.append(w)
         return w.wait_ready()
 

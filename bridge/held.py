@@ -1,0 +1,254 @@
+"""Held job tasks: a bridge job task's message waits in the worker's main process while its
+remote job runs, and no pool slot (process, thread or greenlet) is taken.
+
+One :class:`HeldJobs` per worker process, fed by :mod:`bridge.strategy`. Its one thread,
+``bridge-held``, does the short steps of every job task in order:
+
+- **receive**: a job message arrives (the consumer raised its QoS by one for it, the way
+  Celery does for ETA tasks, so held jobs never shrink the app's prefetch window). A
+  redelivery of a task id already held (a broker reconnect requeues unacked messages)
+  re-attaches to the held job: no second wait, no second result. Past the cap
+  (``BRIDGE_MAX_HELD_JOBS``) the message is parked, unstarted, until a held job ends.
+- **start**: the request is accepted (``task_accepted``: ``inspect active`` lists it with
+  ``worker_pid`` = this process; the ``task-started`` event), the task's start checks run
+  (:func:`bridge.tasks.plan_held`), and the wait is handed to the gateway's event loop.
+- **complete**: when the wait ends, the request runs through Celery's own execution
+  (``Request.execute_using_pool`` with :class:`bridge.strategy.InlinePool`): the task body
+  finds its :class:`Outcome` ready (:func:`outcome_for`) and returns or raises it; the
+  tracer stores the result, sends callbacks, chord parts, signals and events, and acks.
+
+Completing here rather than in the pool keeps completions from queueing behind the app's
+long tasks, and rather than on the consumer's thread keeps the consumer's loop free
+(acks still reach it through ``hub.call_soon``, as Celery's own pools do).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery.exceptions import TaskRevokedError
+from celery.worker.state import reserved_requests, task_ready
+
+from bridge.config import env_int
+
+log = logging.getLogger("bridge.worker")
+
+
+@dataclass
+class Outcome:
+    """How a held job ended, as its task body will return or raise it.
+
+    ``kind``: ``result`` (``value`` is returned), ``error`` (``value`` is raised),
+    ``cancelled`` (``value`` is the reason: REVOKED, never a later SUCCESS), ``done``
+    (already stored by an earlier delivery: ack only), ``handoff`` (warm shutdown: the
+    message goes back to the broker, the remote job keeps running), ``plain`` (no
+    outcome: the tracer runs the body, e.g. to fail on bad arguments)."""
+
+    kind: str
+    value: Any = None
+
+
+@dataclass
+class Held:
+    """A held job: its current request (the latest delivery) and the QoS it raised."""
+
+    req: Any
+    qos: Any
+    extras: list[tuple[Any, Any]] = field(default_factory=list)  # older deliveries to ack
+
+
+def max_held_jobs() -> int:
+    """``BRIDGE_MAX_HELD_JOBS`` (default 10,000): jobs one worker process holds at once."""
+    return max(1, env_int("BRIDGE_MAX_HELD_JOBS", 10_000))
+
+
+class HeldJobs:
+    """This worker process's held job tasks (see the module docstring)."""
+
+    def __init__(self, cap: int | None = None) -> None:
+        self.cap = cap or max_held_jobs()
+        self.held: dict[str, Held] = {}
+        self.parked: deque[tuple[Any, Any]] = deque()
+        self.outcomes: dict[str, Outcome] = {}
+        self.stats = {"held": 0, "parked": 0, "reattached": 0, "completed": 0}
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._parked_n = 0  # read by the consumer's thread (an int: no lock needed)
+        self.pid = os.getpid()
+        self._thread = threading.Thread(target=self._serve, name="bridge-held", daemon=True)
+        self._thread.start()
+
+    # -- other threads ----------------------------------------------------------------------
+
+    def receive(self, req: Any, consumer: Any) -> None:
+        """The consumer's thread: a job message was received; hold it."""
+        qos = consumer.qos
+        # Parked messages raise the QoS too, so the app's tasks keep flowing past the cap;
+        # beyond another cap's worth they no longer do and the window slows the consumer.
+        counted = self._parked_n < self.cap
+        if counted:
+            qos.increment_eventually()
+        self._inbox.put(("receive", req, qos if counted else None))
+
+    def in_flight(self) -> int:
+        return len(self.held)
+
+    # -- the bridge-held thread -------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            item = self._inbox.get()
+            try:
+                if item[0] == "receive":
+                    self._receive(item[1], item[2])
+                elif item[0] == "done":
+                    self._done(item[1], item[2])
+            except Exception:  # one bad message must not stop every held job
+                log.exception("bridge: held-job step %s failed", item[0])
+
+    def _receive(self, req: Any, qos: Any) -> None:
+        current = self.held.get(req.id)
+        if current is not None:
+            self._reattach(current, req, qos)
+        elif len(self.held) >= self.cap:
+            self.parked.append((req, qos))
+            self._parked_n = len(self.parked)
+            self.stats["parked"] += 1
+        else:
+            self._start(req, qos)
+
+    def _reattach(self, held: Held, req: Any, qos: Any) -> None:
+        """A second delivery of a held task id (broker reconnect, duplicate publish): the
+        new message becomes the one acked at completion; the older one is acked too if its
+        channel still lives, and no second wait starts."""
+        old = held.req
+        held.extras.append((old, held.qos))
+        held.req, held.qos = req, qos
+        task_ready(old)
+        req.bridge_held = True
+        req.on_accepted(os.getpid(), time.monotonic())
+        self.stats["reattached"] += 1
+        log.info("bridge: %s[%s] redelivered while held; re-attached to its remote job", req.name, req.id)
+
+    def _start(self, req: Any, qos: Any) -> None:
+        if req.revoked():  # revoked while parked: Celery announced and acked it
+            _release(qos)
+            return
+        from bridge.tasks import plan_held
+
+        req.bridge_held = True
+        req.on_accepted(os.getpid(), time.monotonic())
+        held = self.held[req.id] = Held(req, qos)
+        self.stats["held"] += 1
+        try:
+            plan = plan_held(req)
+        except Exception as exc:  # the start checks failed (e.g. Redis down): fail the task
+            plan = Outcome("error", exc)
+        if isinstance(plan, Outcome):
+            self._complete(held, plan)
+            return
+        from bridge.gateway.core import get_gateway
+
+        task_id = req.id
+        get_gateway().spawn(plan, lambda done: self._inbox.put(("done", task_id, done)))
+
+    def _done(self, task_id: str, done: Any) -> None:
+        held = self.held.get(task_id)
+        if held is None:
+            return
+        from bridge.gateway.core import Cancelled, HandedOff
+
+        if done.cancelled():
+            outcome = Outcome("handoff")
+        else:
+            exc = done.exception()
+            if exc is None:
+                outcome = Outcome("result", done.result())
+            elif isinstance(exc, Cancelled):
+                outcome = Outcome("cancelled", exc.reason)
+            elif isinstance(exc, HandedOff):
+                outcome = Outcome("handoff")
+            else:
+                outcome = Outcome("error", exc)
+        self._complete(held, outcome)
+
+    def _complete(self, held: Held, outcome: Outcome) -> None:
+        req = held.req
+        self.held.pop(req.id, None)
+        try:
+            if outcome.kind == "done":
+                req.acknowledge()
+                task_ready(req)
+            elif outcome.kind == "handoff":
+                req.reject(requeue=True)
+                task_ready(req)
+            else:
+                self.outcomes[req.id] = outcome
+                try:
+                    req.execute_using_pool(None)  # the request class is bound to InlinePool
+                except TaskRevokedError:
+                    pass  # revoked while held: Celery stored REVOKED and acked
+                finally:
+                    self.outcomes.pop(req.id, None)
+            self.stats["completed"] += 1
+        finally:
+            for old, qos in held.extras:
+                if _channel_open(old):
+                    old.acknowledge()
+                _release(qos)
+            _release(held.qos)
+            self._start_parked()
+
+    def _start_parked(self) -> None:
+        while self.parked and len(self.held) < self.cap:
+            req, qos = self.parked.popleft()
+            self._parked_n = len(self.parked)
+            if req not in reserved_requests:  # dropped by a broker reconnect: it comes back
+                _release(qos)
+                continue
+            self._start(req, qos)
+
+
+def _release(qos: Any) -> None:
+    if qos is not None:
+        qos.decrement_eventually()
+
+
+def _channel_open(req: Any) -> bool:
+    channel = getattr(getattr(req, "message", None), "channel", None)
+    if channel is None or getattr(channel, "closed", False):
+        return False
+    return bool(getattr(channel, "is_open", True))
+
+
+_lock = threading.Lock()
+_jobs: HeldJobs | None = None
+
+
+def held_jobs(app: Any = None) -> HeldJobs:
+    """This process's :class:`HeldJobs` (made on first use, in the worker's main process)."""
+    global _jobs
+    with _lock:
+        if _jobs is None or _jobs.pid != os.getpid():
+            _jobs = HeldJobs()
+        return _jobs
+
+
+def current() -> HeldJobs | None:
+    """The process's held jobs if any were ever held (the worker step reads it)."""
+    return _jobs if _jobs is not None and _jobs.pid == os.getpid() else None
+
+
+def outcome_for(task_id: str | None) -> Outcome | None:
+    """The ready outcome of held task ``task_id`` while it completes, else None (the task
+    body then runs the blocking path)."""
+    jobs = current()
+    if jobs is None or task_id is None:
+        return None
+    return jobs.outcomes.get(task_id)
