@@ -11,6 +11,7 @@ so a redelivered or re-enqueued item never creates a second remote job.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from typing import Any
@@ -23,7 +24,7 @@ from bridge import errors
 from bridge.batch import store as st
 from bridge.batch.engine import error_dict
 from bridge.batch.redis_store import RedisStore
-from bridge.tasks import BridgeTask
+from bridge.tasks import HELD_PLANS, BridgeTask, deliver
 
 log = logging.getLogger("bridge.batch")
 
@@ -62,34 +63,88 @@ def _store(batch_id: str) -> RedisStore:
         return found
 
 
+def _known(store: Any, index: int, attempt: int) -> str | None:
+    """The state an earlier delivery already recorded for this item (a redelivery after
+    the result was stored), else None."""
+    known = store.get(index)
+    if known is not None and known.attempt >= attempt and known.state != st.CANCELLED:
+        return str(known.state)
+    return None
+
+
+async def await_item(gateway: Any, spec: Any) -> dict[str, Any]:
+    """Wait on one item's job on the gateway loop: what to record, as a dict (``state``,
+    ``job_id``, ``output`` or ``error``). Raises ``HandedOff`` on a warm shutdown."""
+    from bridge.gateway.core import Cancelled
+
+    try:
+        output = await gateway.arun(spec)
+    except Cancelled as exc:
+        job_id = exc.job_id or (await gateway.journal.get(spec.task_id)).get("job_id")
+        return {"state": st.CANCELLED, "job_id": job_id}
+    except errors.BridgeError as exc:
+        job_id = exc.job_id or (await gateway.journal.get(spec.task_id)).get("job_id")
+        return {"state": st.FAILED, "job_id": job_id, "error": error_dict(exc)}
+    job_id = (await gateway.journal.get(spec.task_id)).get("job_id")
+    return {"state": st.DONE, "job_id": job_id, "output": output}
+
+
+def record_item(store: Any, index: int, attempt: int, record: dict[str, Any]) -> str:
+    """Write what :func:`await_item` returned into the batch's store; returns the state."""
+    state = record["state"]
+    if state == st.CANCELLED:
+        store.cancelled(index, attempt + 1, record.get("job_id"))
+    elif state == st.FAILED:
+        store.finished(index, st.FAILED, attempt, record.get("job_id"), record["error"])
+    else:
+        store.finished(index, st.DONE, attempt, record.get("job_id"), record.get("output"))
+    return str(state)
+
+
+def _item_spec(task_id: str, input: Any, endpoint_id: str, attempt: int, policy: dict[str, Any] | None,
+               base_url: str | None) -> Any:
+    from bridge.gateway.core import JobSpec
+
+    return JobSpec(task_id=task_id, endpoint_id=endpoint_id, input=input, policy=policy, base_url=base_url,
+                   attempt=attempt)
+
+
 def run_item(
     task_id: str, input: Any, endpoint_id: str, batch_id: str, index: int, attempt: int = 0,
     policy: dict[str, Any] | None = None, base_url: str | None = None, *, store: Any = None,
 ) -> str:
     """Run one input through the gateway and record its outcome; returns the state recorded.
 
-    Plain function (the task is a shell over it). Raises ``HandedOff`` when the worker is
-    shutting down (the remote job keeps running and the redelivery resumes it)."""
-    from bridge.gateway.core import Cancelled, JobSpec, get_gateway
+    Plain function, blocking its caller while the job runs (the task's blocking path).
+    Raises ``HandedOff`` when the worker is shutting down (the remote job keeps running
+    and the redelivery resumes it)."""
+    from bridge.gateway.core import get_gateway
 
     store = store or _store(batch_id)
-    known = store.get(index)
-    if known is not None and known.attempt >= attempt and known.state != st.CANCELLED:
-        return str(known.state)  # a redelivery after the result was stored
+    known = _known(store, index, attempt)
+    if known is not None:
+        return known
     gateway = get_gateway()
-    spec = JobSpec(task_id=task_id, endpoint_id=endpoint_id, input=input, policy=policy, base_url=base_url,
-                   attempt=attempt)
+    spec = _item_spec(task_id, input, endpoint_id, attempt, policy, base_url)
+    return record_item(store, index, attempt, gateway.call(await_item(gateway, spec)))
+
+
+def plan_item(req: Any) -> Any:
+    """The start of a held ``bridge.batch_item`` (see :func:`bridge.tasks.plan_held`)."""
+    from bridge.gateway.core import get_gateway
+    from bridge.held import Outcome
+
     try:
-        output = gateway.run(spec)
-    except Cancelled as exc:
-        store.cancelled(index, attempt + 1, exc.job_id or gateway.journal_entry(task_id).get("job_id"))
-        return st.CANCELLED
-    except errors.BridgeError as exc:
-        job_id = exc.job_id or gateway.journal_entry(task_id).get("job_id")
-        store.finished(index, st.FAILED, attempt, job_id, error_dict(exc))
-        return st.FAILED
-    store.finished(index, st.DONE, attempt, gateway.journal_entry(task_id).get("job_id"), output)
-    return st.DONE
+        a = inspect.signature(req.task.run).bind(*req.args, **req.kwargs).arguments
+    except TypeError:
+        return Outcome("plain")
+    attempt = a.get("attempt", 0)
+    known = _known(_store(a["batch_id"]), a["index"], attempt)
+    if known is not None:
+        return Outcome("result", known)
+    gateway = get_gateway()
+    spec = _item_spec(req.id, a["input"], a["endpoint_id"], attempt, a.get("policy"), a.get("base_url"))
+    return await_item(gateway, spec)
 
 
 @shared_task(bind=True, base=BridgeTask, name="bridge.batch_item", ignore_result=True)
@@ -97,11 +152,20 @@ def batch_item(self: Task, input: Any, endpoint_id: str, batch_id: str, index: i
                policy: dict[str, Any] | None = None, base_url: str | None = None) -> str:
     """One batch input (results go to the batch's Redis hash, not the result backend)."""
     from bridge.gateway.core import HandedOff
+    from bridge.held import outcome_for
 
+    outcome = outcome_for(self.request.id)
+    if outcome is not None:  # held: the wait is over, record what it found
+        if outcome.kind == "result" and isinstance(outcome.value, dict):
+            return record_item(_store(batch_id), index, attempt, outcome.value)
+        return deliver(self, outcome)
     try:
         return run_item(self.request.id, input, endpoint_id, batch_id, index, attempt, policy, base_url)
     except HandedOff:
         raise Reject("worker shutting down; the remote job keeps running", requeue=True) from None
+
+
+HELD_PLANS["bridge.batch_item"] = plan_item
 
 
 # The producer side lives in bridge.batch.producer (tripwire, nonce'd task ids, re-run rules);
