@@ -4,7 +4,8 @@ Modules: ``server`` (the aiohttp app, several endpoints), ``routes`` (RunPod's r
 the test-only ``/_bridge/`` routes), ``jobs`` (the job store and the runner seam),
 ``runner`` (the in-process handler runner), ``policies`` (options, policy rules,
 profiles), ``faults`` (rate limits, error injection, latency, cold start), ``webhooks``,
-``loading`` (handler specs). See docs/local-endpoint.md.
+``loading`` (handler specs), ``bodies`` (strict JSON in and out, body limits and timeouts).
+See docs/local-endpoint.md.
 
 Handlers report progress with :func:`progress_update` (same call as
 ``runpod.serverless.progress_update``).
