@@ -35,8 +35,10 @@ class _Gone(Exception):
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     response = bodies.response({"error": message}, status=status, headers=headers)
-    if status in (408, 413):
-        # The rest of the body is still on its way (or never comes): close, don't wait for it.
+    if status == 408:
+        # The rest of the body never came: close rather than wait for it. (A 413's sender is
+        # still sending; aiohttp reads and drops that for lingering_time, so the answer is
+        # not lost to a reset.)
         response.force_close()
     return response
 
