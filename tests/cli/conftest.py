@@ -7,17 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.testing import LocalEndpoint
 
-ROOT = Path(__file__).resolve().parents[2]
-BRIDGE = str(Path(sys.executable).parent / "bridge")  # this environment's console script
+from .serving import BRIDGE, ROOT
+
 KEY = "rpa_CLITESTKEY00000001"
 
 

@@ -5,7 +5,6 @@ normal stop (exit 0)."""
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import requests
 
 from bridge.testing import wait_until
 
-from .conftest import BRIDGE, ROOT
+from .serving import BRIDGE, ROOT, ServeProcess
 
 BROKEN = {
     "syntax.py": ("def handler(job):\n    return (\n", "SyntaxError: '(' was never closed (syntax.py, line 2)"),
@@ -48,41 +47,16 @@ def test_a_module_handler_with_a_syntax_error_exits_7_too(tmp_path: Path) -> Non
     assert "importing module 'brokenmod' failed with SyntaxError" in done.stderr
 
 
-class Serving:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([BRIDGE, "serve", "--port", "0", *args], cwd=ROOT, text=True,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # blocks until the URL is printed (or the process died)
-        match = re.search(r"(http://\S+/v2)", line)
-        if match is None:
-            self.proc.kill()
-        assert match, f"no base URL printed: {line!r}"
-        self.base_url = match.group(1)
-
-    def finish(self, timeout: float = 60) -> tuple[int, str]:
-        _out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
-
-
 def test_worker_command_that_never_starts_gives_up_with_exit_7(tmp_path: Path) -> None:
     missing = tmp_path / "missing_handler.py"
-    s = Serving("--worker-command", f"{sys.executable} {missing}", "-e", "w")
+    s = ServeProcess("--worker-command", f"{sys.executable} {missing}", "-e", "w")
     try:
         job = requests.post(f"{s.base_url}/w/run", json={"input": {}}, timeout=10).json()["id"]
         # Meanwhile: the crash-looping worker shows as unhealthy, the job waits.
-        def health() -> dict:  # type: ignore[type-arg]
-            return dict(requests.get(f"{s.base_url}/w/health", timeout=10).json())
-
-        wait_until(lambda: health()["workers"]["unhealthy"] >= 1, timeout=30)
-        assert health()["workers"]["ready"] == 0 and health()["jobs"]["inQueue"] == 1
+        wait_until(lambda: s.health("w")["workers"]["unhealthy"] >= 1, timeout=30)
+        assert s.health("w")["workers"]["ready"] == 0 and s.health("w")["jobs"]["inQueue"] == 1
         assert requests.get(f"{s.base_url}/w/status/{job}", timeout=10).json()["status"] == "IN_QUEUE"
-        code, err = s.finish()
+        code, err = s.wait(), s.stderr
     finally:
         s.kill()
     assert code == 7
@@ -94,12 +68,11 @@ def test_worker_command_that_never_starts_gives_up_with_exit_7(tmp_path: Path) -
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_treats_sigint_and_sigterm_as_a_normal_stop(sig: signal.Signals) -> None:
-    s = Serving("examples/handlers.py:echo", "-e", "echo")
+    s = ServeProcess("examples/handlers.py:echo", "-e", "echo")
     try:
         body = requests.post(f"{s.base_url}/echo/runsync", json={"input": {"a": 1}}, timeout=10).json()
         assert body["output"] == {"a": 1}
-        s.proc.send_signal(sig)
-        code, err = s.finish()
+        code, err = s.stop(sig), s.stderr
     finally:
         s.kill()
     assert code == 0 and "bridge serve: stopping" in err

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -12,42 +10,17 @@ from pathlib import Path
 
 import pytest
 import requests
+from cli.serving import BRIDGE, serve_processes
+from cli.serving import ServeProcess as Served
 
 from .test_faults_security import _listening_addresses
 
 ROOT = Path(__file__).resolve().parents[2]
-BRIDGE = [sys.executable, "-m", "bridge.cli"] if not (Path(sys.executable).parent / "bridge").exists() else [
-    str(Path(sys.executable).parent / "bridge")]
-
-
-class Served:
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [*BRIDGE, "serve", "--port", "0", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env={**os.environ, **(env or {})},
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # blocks until the server printed its URL (or died)
-        match = re.search(r"(http://\S+/v2)", line)
-        if not match:
-            self.proc.kill()
-            raise AssertionError(f"no base URL printed: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
-        self.base_url = match.group(1)
-        self.port = int(self.base_url.rsplit(":", 1)[1].split("/")[0])
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=10)
 
 
 @pytest.fixture
 def served() -> Iterator[list[Served]]:
-    made: list[Served] = []
-    yield made
-    for s in made:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait(5)
+    yield from serve_processes()
 
 
 def test_serve_file_handler_binds_loopback_and_stops_on_sigterm(served):
@@ -70,8 +43,7 @@ def test_serve_module_handler_several_endpoints_and_api_key(served):
     assert r.json()["output"] == [1]
     r = requests.post(f"{s.base_url}/tokens/runsync", json={"input": {"text": "a b"}}, headers=auth, timeout=10)
     assert r.json()["output"] == ["a", "b"]
-    s.proc.send_signal(signal.SIGINT)
-    assert s.proc.wait(timeout=10) == 0
+    assert s.stop(signal.SIGINT) == 0
 
 
 def test_serve_runpod_profile_and_faults(served):
@@ -85,7 +57,7 @@ def test_serve_runpod_profile_and_faults(served):
 
 def test_serve_rejects_bad_usage():
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*BRIDGE, "serve", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        return subprocess.run([BRIDGE, "serve", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
 
     missing = run("--port", "0")
     assert missing.returncode == 2 and "HANDLER" in missing.stderr

@@ -4,7 +4,6 @@ gone after the server stops, cleanly (SIGTERM) or not (SIGKILL)."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from cli.serving import BRIDGE, ROOT, serve_processes
+from cli.serving import ServeProcess as Serve
 
 from bridge.testing import wait_until
 
 from .conftest import EXAMPLES
-
-ROOT = Path(__file__).resolve().parents[2]
-BRIDGE = [str(Path(sys.executable).parent / "bridge")]  # the console script of this environment
 
 
 def children(pid: int) -> list[int]:
@@ -45,28 +43,9 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-class Serve:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([*BRIDGE, "serve", "--port", "0", *args], cwd=ROOT, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        match = re.search(r"(http://\S+/v2)", line)
-        assert match, f"no base URL printed: {line!r}"
-        self.base_url = match.group(1)
-
-    def health(self, endpoint_id: str) -> dict:  # type: ignore[type-arg]
-        return dict(requests.get(f"{self.base_url}/{endpoint_id}/health", timeout=10).json())
-
-
 @pytest.fixture
 def serves() -> Iterator[list[Serve]]:
-    made: list[Serve] = []
-    yield made
-    for s in made:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait(10)
+    yield from serve_processes()
 
 
 @pytest.mark.slow
@@ -95,6 +74,6 @@ def test_serve_runs_worker_processes_and_stops_them_all(serves: list[Serve]) -> 
 
 
 def test_serve_refuses_a_worker_command_that_does_not_exist() -> None:
-    done = subprocess.run([*BRIDGE, "serve", "--port", "0", "--worker-command", "no-such-python-xyz handler.py"],
+    done = subprocess.run([BRIDGE, "serve", "--port", "0", "--worker-command", "no-such-python-xyz handler.py"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 7 and "was not found" in done.stderr
