@@ -10,7 +10,10 @@ docs/scaling.md.
 
 from __future__ import annotations
 
+import math
 import os
+
+from bridge.redis_clients import outage_seconds as _outage_seconds
 
 _redis = "redis://127.0.0.1:6379/0"
 
@@ -37,6 +40,12 @@ broker_transport_options = {
     "unacked_restore_throttle": 1,
 }
 result_backend_transport_options = {"visibility_timeout": _vt}
+# A Redis restart or failover while a task stores its result is retried, not a failed task
+# (whose remote job completed): Celery's backoff with full jitter, at most 10 s apart
+# (5 s on average), for about BRIDGE_REDIS_OUTAGE seconds (300 by default) or a little more.
+result_backend_always_retry = True
+result_backend_max_sleep_between_retries_ms = 10_000
+result_backend_max_retries = math.ceil(_outage_seconds() / 5) + 10  # + the first ~10 s of ramp-up
 
 task_serializer = "json"
 result_serializer = "json"

@@ -17,6 +17,7 @@
     │   └── MalformedResponse       2xx whose body is not the documented shape
     │       └── UnknownStatus       a status outside RunPod's set lasted past BRIDGE_UNKNOWN_STATUS_TIMEOUT
     ├── Timeout (TimeoutError)      our own deadline passed while waiting
+    ├── RedisUnavailable            bridge's Redis stayed unreachable past BRIDGE_REDIS_OUTAGE (.url masked)
     └── JobError                    the remote job ended in a non-success terminal state
         ├── JobFailed               FAILED (.error: the endpoint's error text)
         ├── JobCancelled            CANCELLED
@@ -53,6 +54,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "RedisUnavailable",
     "ServerError",
     "Timeout",
     "TransportError",
@@ -243,6 +245,30 @@ class Timeout(BridgeError, TimeoutError):
         # Celery rebuilds errors from .args, so restore all of them.
         self.args = (message, job_id, endpoint_id, hint, timeout, *extra)
         self.timeout = timeout
+
+
+class RedisUnavailable(BridgeError):
+    """bridge's Redis (journal, cancel keys, budgets, streams) stayed unreachable for longer
+    than the outage bridge rides out (``BRIDGE_REDIS_OUTAGE``). ``url`` has its password masked."""
+
+    default_hint = (
+        "that Redis is running and reachable at that URL (BRIDGE_REDIS_URL or the result backend), "
+        "and BRIDGE_REDIS_OUTAGE, how long bridge retries through an outage (default 300 s)"
+    )
+
+    def __init__(
+        self,
+        message: str,
+        job_id: str | None = None,
+        endpoint_id: str | None = None,
+        hint: str | None = None,
+        url: str | None = None,
+        outage: float | None = None,
+        *extra: Any,
+    ) -> None:
+        super().__init__(message, job_id, endpoint_id, hint, url, outage, *extra)
+        self.url = url
+        self.outage = outage
 
 
 class JobError(BridgeError):
