@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # README's test command: set everything up on a fresh machine and run the whole suite,
-# ruff and mypy included. Tests start their own redis-server and local endpoints.
+# ruff and mypy included. Tests start their own redis-server, rabbitmq-server and local endpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "installing redis-server from the distribution's packages" >&2
+# Tests start their own redis-server and rabbitmq-server (tests/rabbitmq: RabbitMQ as the
+# Celery broker) on free loopback ports; install the distribution's packages when missing.
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
+  || missing="$missing rabbitmq-server"
+if [ -n "$missing" ]; then
+  echo "installing$missing from the distribution's packages" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
-  # Debian starts a system instance; the tests start their own on free ports.
-  ($SUDO service redis-server stop || true) >/dev/null 2>&1
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  # Debian starts system instances; stop them (the tests use private ones).
+  for service in $missing; do ($SUDO service "$service" stop || true) >/dev/null 2>&1; done
 fi
 scripts/setup.sh "test,dev"
 echo "== ruff"; .venv/bin/ruff check bridge plugins tests bench examples
