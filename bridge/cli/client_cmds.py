@@ -142,8 +142,12 @@ def _cancel_and_exit(endpoint: _RunEndpoint, use_sync: bool) -> NoReturn:
         interrupted(f"interrupted (Ctrl+C) twice; job {job.job_id} may still be running ({again})",
                     job.job_id, cancelled=False)
     status = outcome.get("status")
-    interrupted(f"interrupted (Ctrl+C); cancelled remote job {job.job_id}: endpoint answered status {status}",
-                job.job_id, cancelled=status == "CANCELLED", cancel=outcome)
+    if status == "CANCELLED":
+        interrupted(f"interrupted (Ctrl+C); cancelled remote job {job.job_id}: endpoint answered status "
+                    f"CANCELLED", job.job_id, cancelled=True, cancel=outcome)
+    # It ended (or was ending) on its own before the cancel reached it.
+    interrupted(f"interrupted (Ctrl+C); asked to cancel job {job.job_id}, the endpoint answered status "
+                f"{status}", job.job_id, cancelled=False, cancel=outcome)
 
 
 @click.command("run")
