@@ -56,8 +56,10 @@ def worker_env(
     return env
 
 
-def split_command(command: str | Sequence[str]) -> list[str]:
-    """The argv of a worker command; raises ConfigurationError if it cannot be run."""
+def split_command(command: str | Sequence[str], cwd: str | None = None) -> list[str]:
+    """The argv of a worker command; raises ConfigurationError if it cannot be run: an
+    empty command, a program not found, or ``python SCRIPT.py`` naming a script that does
+    not exist (relative to ``cwd``, default the current directory)."""
     argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
     if not argv:
         raise errors.ConfigurationError("the worker command is empty", None, None,
@@ -67,6 +69,13 @@ def split_command(command: str | Sequence[str]) -> list[str]:
             f"worker command {argv[0]!r} was not found", None, None,
             "PATH (or give the interpreter's full path, e.g. .venv/bin/python handler.py)",
         )
+    if len(argv) > 1 and os.path.basename(argv[0]).startswith("python") and argv[1].endswith(".py"):
+        script = os.path.join(cwd or os.getcwd(), argv[1])
+        if not os.path.isfile(script):
+            raise errors.ConfigurationError(
+                f"worker script {argv[1]!r} does not exist", None, None,
+                f"the script path in the worker command (relative to {cwd or os.getcwd()})",
+            )
     return argv
 
 

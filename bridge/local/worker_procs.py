@@ -131,7 +131,7 @@ class WorkerSupervisor:
         on_give_up: Callable[[errors.ConfigurationError], Any] | None = None,
     ) -> None:
         self.host = host
-        self.argv = split_command(command)
+        self.argv = split_command(command, cwd)
         self.count = max(1, int(count))
         self.cwd = cwd
         self.env = dict(env) if env is not None else None

@@ -17,6 +17,7 @@ from bridge.local.worker_procs import split_command, worker_env
 from bridge.testing import LocalEndpoint
 
 from .conftest import (
+    EXAMPLES,
     holder,
     job_field,
     make_worker_endpoint,
@@ -47,6 +48,9 @@ def test_a_command_that_cannot_run_is_a_configuration_error() -> None:
         split_command("no-such-interpreter-xyz handler.py")
     with pytest.raises(errors.ConfigurationError, match="empty"):
         split_command("  ")
+    with pytest.raises(errors.ConfigurationError, match="worker script 'nope.py' does not exist"):
+        split_command(f"{sys.executable} nope.py", cwd=str(EXAMPLES))
+    assert split_command(f"{sys.executable} handler.py", cwd=str(EXAMPLES))[1] == "handler.py"
     with pytest.raises(errors.ConfigurationError):
         LocalEndpoint(None, worker_command="no-such-interpreter-xyz handler.py")
 
