@@ -13,15 +13,22 @@ from celery_helpers import Stack, WorkerProcess, wait_until
 from rabbit_server import RabbitMQServer
 
 
-def test_more_jobs_than_pool_slots_all_complete_once_each(
+def test_more_jobs_than_pool_slots_are_held_at_once_and_complete_once_each(
     rabbit_stack: Stack, rabbit_workers: Callable[..., WorkerProcess], rabbitmq: RabbitMQServer
 ) -> None:
+    """Job tasks hold no pool slot: on prefork -c 2 (prefetch 2), 12 jobs are all running
+    remotely at once, RabbitMQ counts 12 unacked deliveries (the worker raised its QoS per
+    held job), and each ends with one remote job and its result."""
     ep, app = rabbit_stack.endpoint, rabbit_stack.app
     before = ep.submissions("sleep")
-    rabbit_workers(pool="threads", concurrency=2)
-    results = [app.send_task("bridge.run", args=({"seconds": 0.5, "i": i}, "sleep")) for i in range(8)]
+    worker = rabbit_workers(pool="prefork", concurrency=2)
+    results = [app.send_task("bridge.run", args=({"seconds": 15, "i": i}, "sleep")) for i in range(12)]
+    jobs = [rabbit_stack.job_id(r.id, 30) for r in results]
+    assert all(rabbit_stack.remote_status(j) in ("IN_QUEUE", "IN_PROGRESS") for j in jobs), worker.output()
+    held = rabbitmq.queues()["celery"]
+    assert (held["messages_unacknowledged"], held["consumers"]) == (12, 1)
     for r in results:
-        assert r.get(timeout=60) == {"slept": 0.5}
+        assert r.get(timeout=60) == {"slept": 15.0}
     assert ep.submissions("sleep") - before == len(results)
     for r in results:
         assert rabbit_stack.journal(r.id)["state"] == "COMPLETED"
