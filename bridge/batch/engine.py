@@ -16,7 +16,6 @@ stop the batch instead of failing every input: see :mod:`bridge.batch.tripwire`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from bridge import errors
 from bridge.batch import store as st
 from bridge.batch.admission import Gate, Pacer, default_rate
 from bridge.batch.options import Options
+from bridge.batch.outcomes import error_dict, status_error
 from bridge.batch.tripwire import Tripwire
 from bridge.batch.waiting import PollWaiter, Waiter
 from bridge.config import resolve_base_url
@@ -39,31 +39,6 @@ def idempotency_key(batch_id: str, index: int, attempt: int, nonce: str | None =
     if nonce:
         return f"bridge-batch-{batch_id}-{nonce}-{index}-{attempt}"
     return f"bridge-batch-{batch_id}-{index}-{attempt}"
-
-
-def error_dict(exc: BaseException) -> dict[str, Any]:
-    """A JSON-safe description of why an input failed (what goes to the failures file)."""
-    body: dict[str, Any] = {"type": type(exc).__name__, "message": errors.scrub(str(exc))}
-    remote = getattr(exc, "error", None)
-    if remote is not None:
-        body["error"] = remote if isinstance(remote, (dict, list)) else errors.scrub(str(remote))
-    return body
-
-
-def status_error(status: str, body: dict[str, Any]) -> dict[str, Any]:
-    remote = body.get("error")
-    if isinstance(remote, str) and remote.startswith("{"):
-        try:
-            remote = json.loads(remote)  # RunPod's worker sends a JSON-encoded error object
-        except ValueError:
-            pass
-    return {
-        "type": {"FAILED": "JobFailed", "CANCELLED": "JobCancelled", "TIMED_OUT": "JobTimedOut"}.get(
-            status, "JobError"
-        ),
-        "message": f"the remote job ended {status}",
-        "error": remote if isinstance(remote, (dict, list)) or remote is None else errors.scrub(str(remote)),
-    }
 
 
 @dataclass

@@ -306,3 +306,36 @@ def test_item4_inputs_stay_any_json_value_with_a_policy(local_endpoint, tmp_path
     assert result.returncode == 0, result.stderr
     assert [r["output"] for r in read_jsonl(out)] == [{"got": v} for v in values]
     assert all(ep.job_state(r["id"])["policy"]["ttl"] == 600000 for r in read_jsonl(out))
+
+
+def test_python_api_checks_the_policy_and_reports_the_stop(local_endpoint, tmp_path):
+    from bridge.batch import batch as run_batch
+    from bridge.errors import AuthenticationError, ConfigurationError
+
+    ep = local_endpoint(double, endpoint_id="ep", api_key=RIGHT_KEY)
+    with pytest.raises(ConfigurationError, match="policy must be a JSON object"):
+        run_batch([{"x": 1}], "ep", base_url=ep.base_url, policy="abc")  # type: ignore[arg-type]
+    handle = run_batch([{"x": i} for i in range(30)], "ep", base_url=ep.base_url, api_key=WRONG_KEY,
+                       concurrency=4, journal=str(tmp_path / "j.sqlite"))
+    with pytest.raises(AuthenticationError, match="batch stopped"):
+        handle.wait(30)
+    assert isinstance(handle.stopped_by, AuthenticationError) and handle.stopped_by.status_code == 401
+    assert handle.failures() == [] and {r.status for r in handle.iter_results()} == {"PENDING"}
+    handle.close()
+
+
+def test_tripwire_needs_identical_refusals_with_no_accepted_job_between():
+    from bridge import errors
+    from bridge.batch.tripwire import Tripwire
+
+    wire = Tripwire("ep")
+    assert not wire.note(errors.AuthenticationError, "401") and not wire.note(errors.AuthenticationError, "401")
+    wire.accepted_job()  # a job got through: the key works, the streak starts over
+    assert not wire.note(errors.AuthenticationError, "401") and not wire.note(errors.NotFound, "404")
+    assert not wire.note(errors.NotFound, "404")
+    assert not wire.note(errors.TransportError, "refused")  # reachable before: an outage, retried
+    assert wire.note(errors.NotFound, "404 unknown endpoint")
+    assert isinstance(wire.error, errors.NotFound) and "3 /run requests in a row" in str(wire.error)
+    fresh = Tripwire("ep")
+    assert fresh.note(errors.TransportError, f"connect to http://x failed, key {WRONG_KEY}")
+    assert isinstance(fresh.error, errors.TransportError) and WRONG_KEY not in str(fresh.error)
