@@ -5,6 +5,7 @@ abandoned run, and a bad option exits 7 before anything is sent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +162,9 @@ def test_item1_endpoint_wide_mistake_stops_the_batch(case, local_endpoint, input
         assert ep.submissions() == n
 
 
-def test_item1_through_celery(local_endpoint, input_file, tmp_path, redis_url, monkeypatch):
-    import redis as redis_lib
+@contextlib.contextmanager
+def celery_worker(redis_url: str, base_url: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[None]:
+    """An embedded threads worker with bridge installed, its gateway aimed at ``base_url``."""
     from celery import Celery
     from celery.contrib.testing.worker import start_worker
 
@@ -169,27 +172,38 @@ def test_item1_through_celery(local_endpoint, input_file, tmp_path, redis_url, m
     import bridge.batch.celery  # noqa: F401  (registers bridge.batch_item)
     from bridge.gateway.core import reset_gateway
 
-    n, concurrency = 60, 5
-    ep = local_endpoint(double, endpoint_id="ep", api_key=RIGHT_KEY)
-    proxy = CountingProxy(ep.base_url)
-    for key, value in {"BRIDGE_REDIS_URL": redis_url, "RUNPOD_ENDPOINT_BASE_URL": proxy.base_url,
-                       "RUNPOD_API_KEY": WRONG_KEY}.items():
+    for key, value in {"BRIDGE_REDIS_URL": redis_url, "RUNPOD_ENDPOINT_BASE_URL": base_url, **env}.items():
         monkeypatch.setenv(key, value)
     reset_gateway()
     app = Celery("bridge-endpoint-wide-tests", broker=redis_url, backend=redis_url)
     app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True)
     bridge.install(app)
+    try:
+        with start_worker(app, pool="threads", concurrency=10, perform_ping_check=False, loglevel="WARNING",
+                          shutdown_timeout=15):
+            yield
+    finally:
+        reset_gateway()
+
+
+def test_item1_through_celery(local_endpoint, input_file, tmp_path, redis_url, monkeypatch):
+    import redis as redis_lib
+
+    from bridge.gateway.core import reset_gateway
+
+    n, concurrency = 60, 5
+    ep = local_endpoint(double, endpoint_id="ep", api_key=RIGHT_KEY)
+    proxy = CountingProxy(ep.base_url)
     inp, out = input_file(n), tmp_path / "out.jsonl"
     args = [str(inp), "-o", str(out), "-e", "ep", "--broker", redis_url, "-c", str(concurrency)]
     env = env_for(proxy.base_url, CELERY_BROKER_URL=redis_url, BRIDGE_REDIS_URL=redis_url)
     try:
-        with start_worker(app, pool="threads", concurrency=10, perform_ping_check=False, loglevel="WARNING"):
+        with celery_worker(redis_url, proxy.base_url, monkeypatch, RUNPOD_API_KEY=WRONG_KEY):
             first = batch(args, env)
             monkeypatch.setenv("RUNPOD_API_KEY", RIGHT_KEY)  # the workers' key, fixed
             reset_gateway()
             again = batch(args, env)
     finally:
-        reset_gateway()
         proxy.close()
     assert first.returncode == 3, first.stderr
     err = error_line(first.stderr)
@@ -238,6 +252,35 @@ def test_item2_fresh_journal_never_gets_jobs_of_an_abandoned_run(local_endpoint,
     third = {r["id"] for r in interrupted_run(tmp_path / "other.jsonl", 5) if r["id"]}
     assert len(third) == 5 and not third & (first | second)
     assert ep.submissions() == 15
+
+
+def test_item2_through_celery_a_batch_started_over_gets_new_jobs(local_endpoint, input_file, tmp_path, redis_url,
+                                                                 monkeypatch):
+    import redis as redis_lib
+
+    ep = local_endpoint(slow_handler, endpoint_id="slow")
+    inp, out = input_file(10), tmp_path / "out.jsonl"
+    args = [BRIDGE, "batch", str(inp), "-o", str(out), "-e", "slow", "--broker", redis_url, "-c", "5"]
+    env = env_for(ep.base_url, CELERY_BROKER_URL=redis_url, BRIDGE_REDIS_URL=redis_url)
+    r = redis_lib.Redis.from_url(redis_url)
+
+    def interrupted_run(submitted: int) -> set[str]:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: ep.submissions("slow") == submitted and ep.health("slow")["jobs"]["inProgress"] == 5,
+                   30, f"{submitted} jobs submitted, 5 running")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=90)
+        assert proc.returncode == 130, stderr
+        return {row["id"] for row in read_jsonl(out) if row["id"]}
+
+    with celery_worker(redis_url, ep.base_url, monkeypatch):
+        first = interrupted_run(5)
+        assert len(first) == 5 and all(ep.job_state(i)["status"] == "CANCELLED" for i in first)
+        for key in r.scan_iter("bridge:batch:*"):  # the batch's Redis keys gone: a fresh batch
+            r.delete(key)
+        second = interrupted_run(10)
+    assert len(second) == 5 and not second & first  # new jobs, not the cancelled ones
+    assert ep.submissions("slow") == 10
 
 
 def test_rerun_retries_cancelled_and_errors_keeps_completed_and_failed_unless_asked(
