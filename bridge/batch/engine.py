@@ -41,6 +41,10 @@ def idempotency_key(batch_id: str, index: int, attempt: int, nonce: str | None =
     return f"bridge-batch-{batch_id}-{index}-{attempt}"
 
 
+class _Stopped(Exception):
+    """The batch stopped on an endpoint-wide error while this input's job was in flight."""
+
+
 @dataclass
 class Counters:
     done: int = 0
@@ -211,14 +215,8 @@ class Engine:
         ctx = self._context(index, attempt)
         try:
             await self._job(index, value, attempt, job_id, ctx)
-        except errors.AuthenticationError as exc:
-            # A status look refused: with the key revoked mid-batch, every job in flight gets
-            # this, so it counts towards the tripwire, and once tripped the job stays recorded
-            # as in flight (a re-run with the right key resumes it instead of paying twice).
-            if ctx.job_id and self._trip(exc):
-                return
-            self._failed(index, ctx.attempt, ctx.job_id, error_dict(exc))
-            await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
+        except _Stopped:
+            pass  # journalled as in flight: a re-run with the cause fixed resumes the job
         except errors.BridgeError as exc:
             self._failed(index, ctx.attempt, ctx.job_id, error_dict(exc))
             await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
@@ -250,7 +248,7 @@ class Engine:
             await self._cancel_remote(index, attempt, job_id)
             return
         try:
-            body = await self._wait(index, job_id)
+            body = await self._wait_through_refusals(index, job_id)
         except errors.NotFound:
             if not resumed:
                 raise
@@ -335,6 +333,21 @@ class Engine:
         if self._waiter is None:
             return None
         return await self._waiter.webhook_for(self.batch_id, index)
+
+    async def _wait_through_refusals(self, index: int, job_id: str) -> dict[str, Any] | None:
+        """:meth:`_wait`, looking again after a 401/403: a key revoked mid-batch refuses every
+        job's status looks, which the tripwire counts; once it trips, :class:`_Stopped`."""
+        refusals = 0
+        while True:
+            try:
+                return await self._wait(index, job_id)
+            except errors.AuthenticationError as exc:
+                if self._trip(exc):
+                    raise _Stopped() from exc
+                refusals += 1
+                if refusals >= self.options.submit_attempts:
+                    raise
+                await asyncio.sleep(min(5.0, 0.1 * 2**refusals))
 
     async def _wait(self, index: int, job_id: str) -> dict[str, Any] | None:
         """The terminal status body, or None when the batch was cancelled first."""

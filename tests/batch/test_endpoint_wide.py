@@ -5,6 +5,7 @@ abandoned run, and a bad option exits 7 before anything is sent."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -382,3 +383,36 @@ def test_tripwire_needs_identical_refusals_with_no_accepted_job_between():
     fresh = Tripwire("ep")
     assert fresh.note(errors.TransportError, f"connect to http://x failed, key {WRONG_KEY}")
     assert isinstance(fresh.error, errors.TransportError) and WRONG_KEY not in str(fresh.error)
+
+
+def test_key_revoked_mid_batch_stops_it_and_leaves_accepted_jobs_to_resume(local_endpoint, tmp_path):
+    from bridge.batch import batch as run_batch
+    from bridge.batch import open_journal
+    from bridge.batch.local import LocalBatch
+    from bridge.batch.options import Options
+    from bridge.batch.waiting import PollWaiter
+    from bridge.errors import AuthenticationError
+
+    async def three_seconds(job: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(3)
+        return {"y": job["input"]["x"]}
+
+    ep = local_endpoint(three_seconds, endpoint_id="ep", api_key=RIGHT_KEY)
+    journal = str(tmp_path / "j.sqlite")
+    store, batch_id = open_journal(journal, None, "ep")
+    # Short status looks, so the revoked key shows within the test's time.
+    handle = LocalBatch(batch_id, "ep", [{"x": i} for i in range(6)], store,
+                        Options(concurrency=6, api_key=RIGHT_KEY, base_url=ep.base_url), total=6,
+                        waiter=PollWaiter(long_poll=0.3, initial=0.05))
+    wait_until(lambda: ep.submissions() == 6, 30, "6 jobs submitted")
+    ep.server.api_key = "rpa_SOMEOTHERKEY789"  # the key is revoked while the jobs run
+    with pytest.raises(AuthenticationError, match="batch stopped"):
+        handle.wait(30)
+    assert journal_counts(journal) == {"submitted": 6}  # nothing recorded as failed
+    handle.close()
+
+    ep.server.api_key = RIGHT_KEY
+    again = run_batch([{"x": i} for i in range(6)], "ep", base_url=ep.base_url, api_key=RIGHT_KEY, journal=journal)
+    assert [r.output for r in again.results(timeout=30)] == [{"y": i} for i in range(6)]
+    assert ep.submissions() == 6  # the accepted jobs were resumed, not paid for twice
+    again.close()
