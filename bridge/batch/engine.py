@@ -286,8 +286,8 @@ class Engine:
     def _trip(self, exc: errors.BridgeError) -> bool:
         """Feed one refused request to the tripwire; True (and halted) once the batch stops."""
         if self.tripwire.note_error(exc):
-            if not self.halt.is_set():
-                log.warning("batch %s: %s", self.batch_id, self.tripwire.error)
+            if not self.halt.is_set():  # info: the handle reports the error itself, once
+                log.info("batch %s: %s", self.batch_id, self.tripwire.error)
             self.halt.set()
             return True
         return False

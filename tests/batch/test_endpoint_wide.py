@@ -50,9 +50,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def error_line(stderr: str) -> dict[str, Any]:
-    """The CLI's one error line (JSON) on stderr."""
-    lines = [line for line in stderr.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, stderr
+    """The CLI's one error line (JSON) on stderr, and nothing else there."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("{"), stderr
     return json.loads(lines[0])
 
 
