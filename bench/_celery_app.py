@@ -40,7 +40,7 @@ if os.environ.get("BENCH_EXPERIMENTS"):
     def begin_only(self: Any, value: Any = None) -> Any:
         from bridge.task_state import begin
 
-        begin(self)
+        begin(self.backend, self.request, self.request.id)
         return value
 
     @app.task(name="bench.gw_only", bind=True)

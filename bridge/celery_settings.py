@@ -52,4 +52,8 @@ result_serializer = "json"
 accept_content = ["json"]
 result_extended = False  # never store task arguments next to results
 broker_connection_retry_on_startup = True
+# RabbitMQ closes a channel whose delivery stays unacked past its consumer_timeout; a held
+# job's message may (raise consumer_timeout above your longest job: docs/celery.md). With
+# this the worker reconnects instead of exiting, and the requeued message re-attaches.
+broker_channel_error_retry = True
 worker_hijack_root_logger = False

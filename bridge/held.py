@@ -162,20 +162,12 @@ class HeldJobs:
         held = self.held.get(task_id)
         if held is None:
             return
-        from bridge.gateway.core import Cancelled, HandedOff
-
         if done.cancelled():
             outcome = Outcome("handoff")
         else:
             exc = done.exception()
-            if exc is None:
-                outcome = Outcome("result", done.result())
-            elif isinstance(exc, Cancelled):
-                outcome = Outcome("cancelled", exc.reason)
-            elif isinstance(exc, HandedOff):
-                outcome = Outcome("handoff")
-            else:
-                outcome = Outcome("error", exc)
+            # the plans' coroutines resolve to an Outcome; anything else is a failure
+            outcome = done.result() if exc is None else Outcome("error", exc)
         self._complete(held, outcome)
 
     def _complete(self, held: Held, outcome: Outcome) -> None:

@@ -32,6 +32,7 @@ redis.call('PUBLISH', KEYS[1], ARGV[1])
 return false
 """
 _scripts: dict[int, Any] = {}
+_ascripts: dict[int, Any] = {}
 
 
 def begin(backend: Any, request: Any, task_id: str) -> dict[str, Any]:
@@ -54,3 +55,40 @@ def begin(backend: Any, request: Any, task_id: str) -> dict[str, Any]:
         return dict(meta)
     backend.store_result(task_id, None, states.STARTED, request=request)
     return {}
+
+
+def redis_begin_args(backend: Any, request: Any, task_id: str, redis_url: str) -> tuple[str, bytes, int] | None:
+    """What :func:`abegin` sends for ``task_id`` (key, encoded STARTED meta, expiry), when
+    the backend is Redis with JSON on the same server and database as ``redis_url`` (the
+    gateway's); None otherwise (then the sync :func:`begin` runs)."""
+    if type(backend).__name__ != "RedisBackend" or backend.serializer != "json":
+        return None
+    params = getattr(backend, "connparams", None) or {}
+    from redis.connection import parse_url
+
+    try:
+        ours = parse_url(redis_url)
+    except ValueError:
+        return None
+    if (params.get("host"), int(params.get("port") or 6379), int(params.get("db") or 0)) != (
+            ours.get("host"), int(ours.get("port") or 6379), int(ours.get("db") or 0)):
+        return None
+    meta = backend._get_result_meta(result=None, state=states.STARTED, traceback=None, request=request)
+    meta["task_id"] = task_id
+    return backend.get_key_for_task(task_id), backend.encode(meta), int(backend.expires or 0)
+
+
+async def abegin(redis: Any, batch: Any, backend: Any, args: tuple[str, bytes, int]) -> dict[str, Any]:
+    """:func:`begin` on an event loop, auto-pipelined with the gateway's other Redis commands
+    (``batch``: the journal's :class:`~bridge.gateway.journal.Batcher`)."""
+    script = _ascripts.get(id(redis))
+    if script is None:
+        script = _ascripts[id(redis)] = redis.register_script(_BEGIN)
+    key, encoded, expires = args
+
+    def add(pipe: Any) -> Any:
+        pipe.scripts.add(script)  # loaded first by the pipeline if Redis lacks it
+        return pipe.evalsha(script.sha, 1, key, encoded, expires)
+
+    current = await batch.call(add)
+    return dict(backend.decode_result(current)) if current else {}

@@ -25,7 +25,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from bridge import errors
 from bridge.gateway.core import Cancelled, HandedOff, JobSpec, get_gateway
 from bridge.held import outcome_for
-from bridge.task_state import begin
+from bridge.task_state import abegin, begin, redis_begin_args
 
 log = logging.getLogger("bridge.tasks")
 
@@ -103,22 +103,26 @@ _MODES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-def _start_check(task: Task, request: Any, task_id: str, expires: Any) -> tuple[str | None, dict[str, Any]]:
-    """The start checks of a job delivery: ``"done"`` when an earlier delivery already
-    stored SUCCESS, a revoke reason when it must not start (REVOKED in the backend: a
-    broadcast this worker missed; this process's revoked set; ``expires`` passed), else
-    None after marking it STARTED (one round trip, so other workers leave it alone)."""
+def _reason(meta: dict[str, Any], task_id: str, expires_at: float | None) -> str | None:
+    """What the start check's backend meta says: ``"done"`` when an earlier delivery
+    already stored SUCCESS, a revoke reason when this delivery must not start (REVOKED in
+    the backend: a broadcast this worker missed; this process's revoked set; ``expires``
+    passed), else None (the check marked it STARTED, so other workers leave it alone)."""
     from celery.worker import state as worker_state
 
-    meta = begin(task.backend, request, task_id)
     if meta.get("status") == states.SUCCESS:
-        return "done", meta
+        return "done"
     if task_id in worker_state.revoked or meta.get("status") == states.REVOKED:
-        return "revoked", meta
-    expires_at = _expires_at(expires)
+        return "revoked"
     if expires_at is not None and expires_at <= time.time():
-        return "expired", meta
-    return None, meta
+        return "expired"
+    return None
+
+
+def _start_check(task: Task, request: Any, task_id: str, expires: Any) -> tuple[str | None, dict[str, Any]]:
+    """The start checks of a job delivery, in one round trip (see :func:`_reason`)."""
+    meta = begin(task.backend, request, task_id)
+    return _reason(meta, task_id, _expires_at(expires)), meta
 
 
 def _spec(task: Task, task_id: str, a: dict[str, Any], timelimit: Any, expires: Any,
@@ -132,8 +136,9 @@ def _spec(task: Task, task_id: str, a: dict[str, Any], timelimit: Any, expires: 
 
 def plan_held(req: Any) -> Any:
     """The start of a held job task (see :mod:`bridge.held`), on the held-jobs thread: an
-    :class:`~bridge.held.Outcome` when the delivery must not wait (already done, revoked,
-    bad arguments), else the coroutine that waits on its remote job on the gateway loop."""
+    :class:`~bridge.held.Outcome` when the delivery must not wait (bad arguments), else the
+    coroutine that runs the start checks and waits on its remote job on the gateway loop,
+    resolving to the outcome."""
     from bridge.held import Outcome
 
     task = req.task
@@ -144,16 +149,44 @@ def plan_held(req: Any) -> Any:
         a = inspect.signature(task.run).bind(*req.args, **req.kwargs).arguments
     except TypeError:
         return Outcome("plain")  # the tracer calls the body and fails it with the TypeError
-    reason, _ = _start_check(task, req._context, req.id, req.expires)
+    gateway = get_gateway()
+    begin_args = redis_begin_args(task.backend, req._context, req.id, gateway.settings.redis_url)
+    early = None
+    if begin_args is None:  # another backend: the sync start check, here
+        early, _ = _start_check(task, req._context, req.id, req.expires)
+    spec = _spec(task, req.id, a, req.time_limits, req.expires, req.request_dict.get("retries", 0))
+    return _held(gateway, task, spec, _MODES[task.name](a), begin_args, early)
+
+
+async def _held(gateway: Any, task: Task, spec: JobSpec, mode: dict[str, Any],
+                begin_args: Any, reason: str | None) -> Any:
+    """A held job on the gateway loop: the start checks, then the wait; its outcome."""
+    from bridge import keys
+    from bridge.held import Outcome
+
+    if begin_args is not None:
+        meta = await abegin(gateway.redis, gateway.journal.batch, task.backend, begin_args)
+        reason = _reason(meta, spec.task_id, spec.expires_at)
     if reason == "done":
         return Outcome("done")
-    if reason is not None:
-        from bridge.gateway import cancel_task
-
-        cancel_task(req.id)  # a redelivery or a sibling delivery must not submit either
+    if reason is not None:  # a redelivery or a sibling delivery must not submit either
+        await gateway.redis.set(keys.cancel(spec.task_id), "1", ex=gateway.settings.journal_ttl)
         return Outcome("cancelled", reason)
-    spec = _spec(task, req.id, a, req.time_limits, req.expires, req.request_dict.get("retries", 0))
-    return get_gateway().arun(spec, **_MODES[task.name](a))
+    return await run_outcome(gateway.arun(spec, **mode))
+
+
+async def run_outcome(wait: Any) -> Any:
+    """Await a gateway wait and express how it ended as an :class:`~bridge.held.Outcome`."""
+    from bridge.held import Outcome
+
+    try:
+        return Outcome("result", await wait)
+    except Cancelled as exc:
+        return Outcome("cancelled", exc.reason)
+    except HandedOff:
+        return Outcome("handoff")
+    except errors.BridgeError as exc:
+        return Outcome("error", exc)
 
 
 def _job(task: Task, input: Any, endpoint_id: str, policy: dict[str, Any] | None,

@@ -204,6 +204,23 @@ def _strip_secret_args(sender: Any = None, body: Any = None, headers: Any = None
             headers["argsrepr"] = saferepr(args)  # computed before this signal, with the secret
 
 
+def _check_settings(app: Celery) -> None:
+    """Settings held jobs rely on: warn about the result store's retries (a Redis blip while
+    storing fails a task whose remote job completed), and on AMQP brokers survive a
+    channel closed by RabbitMQ's consumer_timeout (a held message is unacked for as long
+    as its job runs) unless the app chose otherwise."""
+    from bridge.redis_clients import backend_retry_missing
+
+    missing = backend_retry_missing(app.conf)
+    if missing and str(app.conf.result_backend or "").startswith(("redis://", "rediss://")):
+        log.warning("bridge: this app lacks %s; a Redis restart while a task stores its result fails "
+                    "the task (see docs/celery.md, Brokers)", ", ".join(missing))
+    broker = str(app.conf.broker_url or "")
+    if broker.startswith(("amqp://", "amqps://", "pyamqp://")) \
+            and "broker_channel_error_retry" not in app.conf.changes:
+        app.conf.broker_channel_error_retry = True
+
+
 def install(app: Celery) -> Celery:
     """Add bridge's tasks and worker pieces to ``app``; returns ``app``. One line per app:
     ``bridge.install(app)``. Never changes the app's broker transport options."""
@@ -214,6 +231,7 @@ def install(app: Celery) -> Celery:
     if BridgeStep not in app.steps["worker"]:
         app.steps["worker"].add(BridgeStep)
     app._bridge_installed = True  # job tasks' messages are held slot-free (bridge.strategy)
+    _check_settings(app)
     backend = str(app.conf.result_backend or "")
     if "BRIDGE_REDIS_URL" not in os.environ and backend.startswith(("redis://", "rediss://", "unix://")):
         os.environ["BRIDGE_REDIS_URL"] = backend

@@ -24,7 +24,7 @@ from bridge import errors
 from bridge.batch import store as st
 from bridge.batch.engine import error_dict
 from bridge.batch.redis_store import RedisStore
-from bridge.tasks import HELD_PLANS, BridgeTask, deliver
+from bridge.tasks import HELD_PLANS, BridgeTask, deliver, run_outcome
 
 log = logging.getLogger("bridge.batch")
 
@@ -144,7 +144,7 @@ def plan_item(req: Any) -> Any:
         return Outcome("result", known)
     gateway = get_gateway()
     spec = _item_spec(req.id, a["input"], a["endpoint_id"], attempt, a.get("policy"), a.get("base_url"))
-    return await_item(gateway, spec)
+    return run_outcome(await_item(gateway, spec))
 
 
 @shared_task(bind=True, base=BridgeTask, name="bridge.batch_item", ignore_result=True)

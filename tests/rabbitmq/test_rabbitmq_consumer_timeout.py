@@ -1,9 +1,10 @@
 """A job longer than RabbitMQ's ``consumer_timeout``: the server (timeout 60 s, checked every
 second here) closes the channel of any consumer holding an unacked delivery longer than
 that, which for Celery means a reconnect and a redelivery. A 90 s bridge job must still end
-as one remote job and one correct result, and the worker's consumer must not be the one
-RabbitMQ timed out. A control consumer that holds a plain message unacked shows the server
-really enforces the 60 s."""
+as one remote job and one correct result: the worker survives the closed channel
+(``broker_channel_error_retry``, set by ``bridge.install`` on AMQP brokers), and the
+redelivered message re-attaches to the job it already holds. A control consumer that holds
+a plain message unacked shows the server really enforces the 60 s."""
 
 from __future__ import annotations
 
@@ -83,8 +84,10 @@ def test_a_90s_job_survives_a_60s_consumer_timeout_with_one_remote_job(
     # the server enforced its 60 s on the control consumer ...
     assert holder.error is None, holder.error
     assert holder.closed_after is not None and 60 <= holder.closed_after < 75
-    # ... and never on the worker's: one delivery, one remote job
+    # ... and on the worker's held delivery too: the worker reconnected and re-attached
     timed_out = TIMED_OUT.findall(rabbitmq.log())
-    assert set(timed_out) == {CONTROL_TAG}, (timed_out, worker.output())
+    # (RabbitMQ 3.10 names the channel's consumer number here, not the tag: count them)
+    assert len(timed_out) >= 2, (timed_out, worker.output())
+    assert "redelivered while held" in worker.output()
     assert ep.submissions("sleep") - before == 1
     assert rabbit_stack.journal(result.id)["state"] == "COMPLETED"
