@@ -1,148 +1,52 @@
-"""Benchmark: bridge's Celery gateway against plain Celery, side by side in one run.
+"""Benchmark: bridge's job tasks (held in the worker's main process, no pool slot) against
+plain Celery tasks on the same worker, side by side in one run, ratios printed.
 
-``.venv/bin/python -m bench.celery [--quick] [--only a,b,c]``
+``.venv/bin/python -m bench.celery [--quick] [--only a,b,c,d]``
 
-Everything runs on this machine: one real ``redis-server`` (broker and backend), one local
-endpoint in a separate process (``bridge serve``, async handlers, enough slots for every
-job at once) and one Celery worker subprocess per row (``celery -A bench._celery_app
-worker``, bridge.app's settings: threads pool, -c 10000 unless the row says otherwise).
-Each row publishes its N tasks as a group from this process and waits for all results.
+Everything runs here: one real ``redis-server`` (broker and backend), one local endpoint in
+its own process (``bridge serve``, async handlers, a slot for every job) and Celery worker
+subprocesses. RSS and CPU are summed over each worker's whole process tree.
 
-(a) in flight: N jobs of S s through ONE bridge worker process vs N no-op Celery tasks
-    (goal: wall ≤ 1.3 × (no-op wall + S)), peak RSS of the worker (goal ≤ 1.5 GB), status
-    requests per job.
-(b) naive baseline: a task calling the runpod SDK's ``run_sync`` on prefork -c 2 and threads
-    -c 200 vs bridge, for 200 jobs of 1 s.
-(c) overhead: 5,000 zero-work jobs through ``bridge.run`` vs 5,000 no-op tasks (goal ≤ 1.5x).
+(a) an existing app on Celery's default pool (``bench._existing_app``: prefork -c 2,
+    Celery's defaults, ``bridge.install``): 200 no-op tasks, then 200 x 2 s ``bridge.run``
+    jobs with 10 of the app's own tasks sent 0.5 s into the fan-out. Goals: jobs' wall
+    <= 1.5 x (2 s + no-op wall); the app's 10 tasks all done before the first job.
+(b) 10,000 x 10 s jobs through one worker, on prefork -c 2 and on threads (bridge.app's
+    settings) vs 10,000 no-op tasks on the same settings. Goals: wall <= 1.3 x (no-op wall
+    + 10 s); peak RSS <= 500 MB.
+(c) 5,000 zero-work jobs vs 5,000 no-op tasks on the same worker, interleaved 3 times,
+    medians; goal <= 1.5 x; CPU per job of each process (the endpoint shares the 2 cores).
+(d) the naive baseline (the runpod SDK's ``run_sync`` inside a task) on prefork -c 2 vs
+    bridge, 200 x 1 s jobs (slow: not in the default run).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import subprocess
+import statistics
 import sys
-import threading
 import time
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-HANDLERS = str(ROOT / "examples" / "handlers.py")
-BIN = Path(sys.executable).parent
+from bench._procs import ROOT, Endpoint, Worker, cpu_seconds
 
 
 @dataclass
-class Row:
+class Run:
     name: str
     jobs: int
     wall: float
-    rss_mb: float
+    rss_mb: float = 0.0
     status_per_job: float | None = None
-    requests_per_job: float | None = None
-
-
-def _rss_kb(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-        return [int(x) for x in out.split()]
-    except OSError:
-        return []
-
-
-class Worker:
-    """A worker subprocess; tracks the peak RSS of its process tree."""
-
-    def __init__(self, env: dict[str, str], pool: str, concurrency: int, name: str) -> None:
-        self.name = f"{name}-{os.getpid()}@bench"
-        self.proc = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "bench._celery_app", "worker", "-P", pool, "-c", str(concurrency),
-             "-n", self.name, "-l", "WARNING", "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(f"/tmp/bench-{name}.log", "wb"),  # noqa: SIM115
-            start_new_session=True,
-        )
-        self.peak_kb = 0
-        self._stop = threading.Event()
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.5):
-            pids = [self.proc.pid, *_children(self.proc.pid)]
-            self.peak_kb = max(self.peak_kb, sum(_rss_kb(p, "VmRSS:") for p in pids))
-
-    def wait_ready(self, app: Any) -> None:
-        deadline = time.monotonic() + 60
-        while not app.control.ping([self.name], timeout=0.5):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"worker {self.name} did not start; see /tmp/bench-*.log")
-
-    def stop(self) -> float:
-        """Stop; the peak RSS in MB (the main process's high-water mark for one process)."""
-        self._stop.set()
-        self.peak_kb = max(self.peak_kb, _rss_kb(self.proc.pid, "VmHWM:"))
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        return self.peak_kb / 1024
-
-
-class Endpoint:
-    """``bridge serve`` in its own process, serving the example handlers."""
-
-    def __init__(self, port: int, workers: int) -> None:
-        self.base_url = f"http://127.0.0.1:{port}/v2"
-        self.proc = subprocess.Popen(
-            [str(BIN / "bridge"), "serve", f"{HANDLERS}:sleep", "-e", "sleep",
-             "--endpoint", f"echo={HANDLERS}:aecho", "-p", str(port), "-w", str(workers)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open("/tmp/bench-endpoint.log", "wb"),  # noqa: SIM115
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.stats()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit("the local endpoint did not start; see /tmp/bench-endpoint.log") from None
-                time.sleep(0.1)
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.base_url.rsplit("/v2", 1)[0] + "/_bridge/stats", timeout=10) as r:
-            return dict(json.loads(r.read()))
-
-    def requests(self, endpoint_id: str) -> tuple[int, int]:
-        """(status-like requests, all requests) the endpoint received so far."""
-        counts = self.stats().get("requests", {}).get(endpoint_id, {})
-        status = sum(v for k, v in counts.items() if k in ("status", "status-sync", "stream"))
-        return int(status), int(sum(counts.values()))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per job, by process
 
 
 class Bench:
     def __init__(self, redis_url: str, endpoint: Endpoint) -> None:
-        self.redis_url = redis_url
         self.endpoint = endpoint
+        self.redis_pid = 0
         self.env = {
             **os.environ, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url,
             "BRIDGE_REDIS_URL": redis_url, "RUNPOD_ENDPOINT_BASE_URL": endpoint.base_url,
@@ -153,100 +57,165 @@ class Bench:
 
         self.app = app
 
-    def row(self, name: str, task: str, make_args: Any, jobs: int, pool: str = "threads",
-            concurrency: int = 10000, endpoint_id: str | None = None, timeout: float = 900) -> Row:
+    def worker(self, pool: str, concurrency: int, name: str, app: str = "bench._celery_app") -> Worker:
+        w = Worker(self.env, pool, concurrency, name, app)
+        w.wait_ready(self.app)
+        return w
+
+    def run(self, worker: Worker, name: str, task: str, make_args: Any, jobs: int,
+            endpoint_id: str | None = None, timeout: float = 1200) -> Run:
+        """Publish ``jobs`` tasks as a group, wait for every result; CPU per job by process."""
         from celery import group
 
-        worker = Worker(self.env, pool, concurrency, name.split()[0].replace("/", "-"))
+        sigs = [self.app.signature(task, args=make_args(i)) for i in range(jobs)]
+        procs = {"worker": worker.cpu, "endpoint": lambda: cpu_seconds(self.endpoint.proc.pid),
+                 "redis": lambda: cpu_seconds(self.redis_pid), "producer": lambda: cpu_seconds(os.getpid())}
+        before_cpu = {k: f() for k, f in procs.items()}
+        before = self.endpoint.requests(endpoint_id) if endpoint_id else (0, 0)
+        started = time.perf_counter()
+        results = group(sigs).apply_async()
+        out = results.get(timeout=timeout, propagate=True)
+        wall = time.perf_counter() - started
+        assert len(out) == jobs
+        cpu = {k: 1000 * (f() - before_cpu[k]) / jobs for k, f in procs.items()}
+        per_job = None
+        if endpoint_id:
+            per_job = (self.endpoint.requests(endpoint_id)[0] - before[0]) / jobs
+        results.forget()
+        run = Run(name, jobs, wall, status_per_job=per_job, cpu_ms=cpu)
+        print(f"  {name:<52} {jobs:>6} jobs {wall:8.2f} s  CPU ms/job "
+              + " ".join(f"{k} {v:.2f}" for k, v in cpu.items()), flush=True)
+        return run
+
+
+def _verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
+def part_a(bench: Bench, quick: bool) -> list[str]:
+    """An existing app on prefork -c 2: the fan-out and the app's own tasks."""
+    from celery import group
+
+    n, seconds = (50, 2.0) if quick else (200, 2.0)
+    w = bench.worker("prefork", 2, "a-existing", app="bench._existing_app")
+    try:
+        noop = bench.run(w, "(a) no-op tasks, existing app, prefork -c 2", "bench.noop", lambda i: (i,), n)
+        sigs = [bench.app.signature("bridge.run", args=({"seconds": seconds, "i": i}, "sleep")) for i in range(n)]
+        started = time.perf_counter()
+        jobs = group(sigs).apply_async()
+        while time.perf_counter() - started < 0.5:
+            time.sleep(0.01)  # the issue's scenario: the app's tasks come 0.5 s into the fan-out
+        adds = [bench.app.send_task("existing.add", args=(i, i)) for i in range(10)]
+        assert [a.get(timeout=600) for a in adds] == [2 * i for i in range(10)]
+        adds_done = time.perf_counter() - started
+        jobs.get(timeout=600)
+        wall = time.perf_counter() - started
+        first_job = min(r.date_done for r in jobs.results)
+        last_add = max(a.date_done for a in adds)
+    finally:
+        rss = w.stop()
+    goal = 1.5 * (seconds + noop.wall)
+    print(f"  {'(a) bridge.run 2 s jobs, same worker':<52} {n:>6} jobs {wall:8.2f} s")
+    return [
+        f"(a) existing app, prefork -c 2: {n} x {seconds:g} s jobs {wall:.2f} s vs goal 1.5 x ({seconds:g} + "
+        f"{noop.wall:.2f}) = {goal:.2f} s: ratio {wall / (seconds + noop.wall):.2f} of (2 s + no-op) -> "
+        f"{_verdict(wall <= goal)} (before: 241 s)",
+        f"    the app's 10 tasks sent at 0.5 s: all done {adds_done:.2f} s into the fan-out; last one "
+        f"{(first_job - last_add).total_seconds():+.2f} s before the first job finished -> "
+        f"{_verdict(last_add < first_job)} (before: they waited 237 s); peak RSS {rss:.0f} MB",
+    ]
+
+
+def part_b(bench: Bench, quick: bool) -> list[str]:
+    """Many long jobs through one worker, prefork -c 2 and threads."""
+    n, seconds = (1000, 3.0) if quick else (10_000, 10.0)
+    lines = []
+    for pool, conc in (("prefork", 2), ("threads", 8)):
+        w = bench.worker(pool, conc, f"b-{pool}")
         try:
-            worker.wait_ready(self.app)
-            before = self.endpoint.requests(endpoint_id) if endpoint_id else (0, 0)
-            sigs = [self.app.signature(task, args=make_args(i)) for i in range(jobs)]
-            started = time.perf_counter()
-            results = group(sigs).apply_async()
-            out = results.get(timeout=timeout, propagate=True)
-            wall = time.perf_counter() - started
-            assert len(out) == jobs
-            per_job = all_per_job = None
-            if endpoint_id:
-                after = self.endpoint.requests(endpoint_id)
-                per_job, all_per_job = (after[0] - before[0]) / jobs, (after[1] - before[1]) / jobs
-            results.forget()
+            noop = bench.run(w, f"(b) no-op tasks, {pool} -c {conc}", "bench.noop", lambda i: (i,), n)
+            ours = bench.run(w, f"(b) bridge.run {seconds:g} s jobs, {pool} -c {conc}", "bridge.run",
+                             lambda i: ({"seconds": seconds, "i": i}, "sleep"), n, endpoint_id="sleep")
         finally:
-            rss = worker.stop()
-        row = Row(name, jobs, wall, rss, per_job, all_per_job)
-        print(f"  {name:<44} {jobs:>6} jobs  {wall:8.1f} s  RSS {rss:7.0f} MB"
-              + (f"  status/job {per_job:.2f}" if per_job is not None else ""), flush=True)
-        return row
+            rss = w.stop()
+        goal = 1.3 * (noop.wall + seconds)
+        lines.append(
+            f"(b) {pool} -c {conc}: {n} x {seconds:g} s jobs {ours.wall:.1f} s vs goal 1.3 x ({noop.wall:.1f} + "
+            f"{seconds:g}) = {goal:.1f} s: ratio {ours.wall / (noop.wall + seconds):.2f} -> "
+            f"{_verdict(ours.wall <= goal)}; peak RSS {rss:.0f} MB vs 500 MB -> {_verdict(rss <= 500)}; "
+            f"status requests/job {ours.status_per_job:.2f}")
+    return lines
 
 
-def _table(title: str, rows: list[Row], lines: list[str]) -> None:
-    print(f"\n{title}")
-    print(f"| {'run':<44} | {'jobs':>6} | {'wall s':>7} | {'peak RSS MB':>11} | {'status req/job':>14} "
-          f"| {'all req/job':>11} |")
-    print(f"|{'-' * 46}|{'-' * 8}|{'-' * 9}|{'-' * 13}|{'-' * 16}|{'-' * 13}|")
-    for r in rows:
-        per = f"{r.status_per_job:.2f}" if r.status_per_job is not None else "-"
-        every = f"{r.requests_per_job:.2f}" if r.requests_per_job is not None else "-"
-        print(f"| {r.name:<44} | {r.jobs:>6} | {r.wall:>7.1f} | {r.rss_mb:>11.0f} | {per:>14} | {every:>11} |")
-    for line in lines:
-        print(line)
+def part_c(bench: Bench, quick: bool) -> list[str]:
+    """Zero-work jobs vs no-op tasks on the same worker, interleaved, medians of 3."""
+    n = 500 if quick else 5_000
+    lines = []
+    for pool, conc in (("threads", 8), ("prefork", 2)):
+        w = bench.worker(pool, conc, f"c-{pool}")
+        noops: list[Run] = []
+        ours: list[Run] = []
+        try:
+            for rep in range(3):
+                noops.append(bench.run(w, f"(c) no-op tasks, {pool} -c {conc} #{rep + 1}", "bench.noop",
+                                       lambda i: (i,), n))
+                ours.append(bench.run(w, f"(c) bridge.run zero-work, {pool} -c {conc} #{rep + 1}", "bridge.run",
+                                      lambda i: ({"i": i}, "echo"), n, endpoint_id="echo"))
+        finally:
+            w.stop()
+        noop_wall = statistics.median(r.wall for r in noops)
+        our_wall = statistics.median(r.wall for r in ours)
+        ratio = our_wall / noop_wall
+        cpu_noop = {k: statistics.median(r.cpu_ms[k] for r in noops) for k in noops[0].cpu_ms}
+        cpu_ours = {k: statistics.median(r.cpu_ms[k] for r in ours) for k in ours[0].cpu_ms}
+        lines.append(f"(c) {pool} -c {conc}: {n} zero-work jobs {our_wall:.2f} s vs {n} no-op {noop_wall:.2f} s "
+                     f"(medians of 3): {ratio:.2f} x vs goal 1.5 x -> {_verdict(ratio <= 1.5)}")
+        lines.append("    CPU ms per job (no-op -> bridge.run): " + ", ".join(
+            f"{k} {cpu_noop[k]:.2f} -> {cpu_ours[k]:.2f}" for k in cpu_ours))
+    return lines
+
+
+def part_d(bench: Bench, quick: bool) -> list[str]:
+    """The naive SDK task on prefork -c 2 vs bridge.run on the same pool."""
+    n = 20 if quick else 200
+    job = {"seconds": 1.0}
+    w = bench.worker("prefork", 2, "d-naive")
+    try:
+        naive = bench.run(w, "(d) naive SDK run_sync task, prefork -c 2", "bench.naive",
+                          lambda i: ({**job, "i": i}, "sleep"), n)
+        ours = bench.run(w, "(d) bridge.run, prefork -c 2", "bridge.run", lambda i: ({**job, "i": i}, "sleep"), n)
+    finally:
+        w.stop()
+    return [f"(d) {n} x 1 s jobs on prefork -c 2: bridge {ours.wall:.1f} s, naive SDK task {naive.wall:.1f} s: "
+            f"bridge {naive.wall / ours.wall:.1f} x faster"]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.celery", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every row")
-    parser.add_argument("--only", default="a,b,c", help="which parts to run (a,b,c)")
+    parser = argparse.ArgumentParser(prog="python -m bench.celery", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every part")
+    parser.add_argument("--only", default="a,b,c", help="which parts to run (a,b,c,d)")
     args = parser.parse_args()
-    parts = set(args.only.split(","))
-    n_a, s_a = (500, 3.0) if args.quick else (10_000, 10.0)
-    n_b, s_b = (20, 1.0) if args.quick else (200, 1.0)
-    n_c = 500 if args.quick else 5_000
+    parts = args.only.split(",")
 
     from bridge.embedded_redis import EmbeddedRedis, free_port
 
     redis_server = EmbeddedRedis(require_real=True).start()
-    endpoint = Endpoint(free_port(), workers=max(n_a, n_b, n_c) + 100)
+    endpoint = Endpoint(free_port(), workers=(1100 if args.quick else 10_100))
     bench = Bench(redis_server.url, endpoint)
+    proc = getattr(redis_server, "_proc", None)
+    bench.redis_pid = proc.pid if proc is not None else 0
     print(f"bench.celery: redis-server {redis_server.url}, endpoint {endpoint.base_url}, "
           f"{os.cpu_count()} CPUs", flush=True)
+    summary: list[str] = []
     try:
-        if "a" in parts:
-            noop = bench.row("(a) no-op Celery tasks (threads -c 10000)", "bench.noop", lambda i: (i,), n_a)
-            ours = bench.row(f"(a) bridge.run, {s_a:g} s jobs (1 worker process)", "bridge.run",
-                             lambda i: ({"seconds": s_a, "i": i}, "sleep"), n_a, endpoint_id="sleep")
-            goal = 1.3 * (noop.wall + s_a)
-            _table("(a) in flight", [noop, ours], [
-                f"wall {ours.wall:.1f} s vs goal 1.3 x ({noop.wall:.1f} + {s_a:g}) = {goal:.1f} s: "
-                f"ratio {ours.wall / (noop.wall + s_a):.2f} -> {'MET' if ours.wall <= goal else 'MISSED'}",
-                f"peak RSS {ours.rss_mb:.0f} MB vs goal 1536 MB -> {'MET' if ours.rss_mb <= 1536 else 'MISSED'}",
-            ])
-        if "b" in parts:
-            job = {"seconds": s_b}
-            rows = [
-                bench.row("(b) naive SDK run_sync, prefork -c 2", "bench.naive", lambda i: ({**job, "i": i}, "sleep"),
-                          n_b, pool="prefork", concurrency=2, endpoint_id="sleep"),
-                bench.row("(b) naive SDK run_sync, threads -c 200", "bench.naive",
-                          lambda i: ({**job, "i": i}, "sleep"), n_b, concurrency=200, endpoint_id="sleep"),
-                bench.row("(b) bridge.run, threads", "bridge.run", lambda i: ({**job, "i": i}, "sleep"), n_b,
-                          endpoint_id="sleep"),
-            ]
-            best = rows[2].wall
-            _table("(b) naive baseline", rows, [
-                f"bridge is {rows[0].wall / best:.1f}x faster than prefork -c 2 and "
-                f"{rows[1].wall / best:.1f}x than threads -c 200",
-            ])
-        if "c" in parts:
-            noop = bench.row("(c) no-op Celery tasks (threads -c 10000)", "bench.noop", lambda i: (i,), n_c)
-            ours = bench.row("(c) bridge.run, zero-work jobs", "bridge.run", lambda i: ({"i": i}, "echo"), n_c,
-                             endpoint_id="echo")
-            ratio = ours.wall / noop.wall
-            _table("(c) overhead", [noop, ours], [
-                f"bridge.run / no-op = {ratio:.2f}x vs goal 1.5x -> {'MET' if ratio <= 1.5 else 'MISSED'}",
-            ])
+        for part in parts:
+            summary += {"a": part_a, "b": part_b, "c": part_c, "d": part_d}[part](bench, args.quick)
     finally:
         endpoint.stop()
         redis_server.stop()
+    print("\nsummary")
+    for line in summary:
+        print(line)
     return 0
 
 
