@@ -85,10 +85,5 @@ async def abegin(redis: Any, batch: Any, backend: Any, args: tuple[str, bytes, i
     if script is None:
         script = _ascripts[id(redis)] = redis.register_script(_BEGIN)
     key, encoded, expires = args
-
-    def add(pipe: Any) -> Any:
-        pipe.scripts.add(script)  # loaded first by the pipeline if Redis lacks it
-        return pipe.evalsha(script.sha, 1, key, encoded, expires)
-
-    current = await batch.call(add)
+    current = await batch.run_script(script, [key], [encoded, expires])
     return dict(backend.decode_result(current)) if current else {}

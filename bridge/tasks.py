@@ -134,6 +134,18 @@ def _spec(task: Task, task_id: str, a: dict[str, Any], timelimit: Any, expires: 
     )
 
 
+_signatures: dict[str, inspect.Signature] = {}
+
+
+def bind_arguments(task: Task, args: Any, kwargs: Any) -> dict[str, Any]:
+    """A job task's arguments by name, as its body would receive them (TypeError if they
+    do not fit)."""
+    sig = _signatures.get(task.name)
+    if sig is None:
+        sig = _signatures[task.name] = inspect.signature(task.run)
+    return dict(sig.bind(*args, **kwargs).arguments)
+
+
 def plan_held(req: Any) -> Any:
     """The start of a held job task (see :mod:`bridge.held`), on the held-jobs thread: an
     :class:`~bridge.held.Outcome` when the delivery must not wait (bad arguments), else the
@@ -146,7 +158,7 @@ def plan_held(req: Any) -> Any:
     if custom is not None:
         return custom(req)
     try:
-        a = inspect.signature(task.run).bind(*req.args, **req.kwargs).arguments
+        a = bind_arguments(task, req.args, req.kwargs)
     except TypeError:
         return Outcome("plain")  # the tracer calls the body and fails it with the TypeError
     gateway = get_gateway()

@@ -11,7 +11,6 @@ so a redelivered or re-enqueued item never creates a second remote job.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from typing import Any
@@ -24,7 +23,7 @@ from bridge import errors
 from bridge.batch import store as st
 from bridge.batch.engine import error_dict
 from bridge.batch.redis_store import RedisStore
-from bridge.tasks import HELD_PLANS, BridgeTask, deliver, run_outcome
+from bridge.tasks import HELD_PLANS, BridgeTask, bind_arguments, deliver, run_outcome
 
 log = logging.getLogger("bridge.batch")
 
@@ -135,7 +134,7 @@ def plan_item(req: Any) -> Any:
     from bridge.held import Outcome
 
     try:
-        a = inspect.signature(req.task.run).bind(*req.args, **req.kwargs).arguments
+        a = bind_arguments(req.task, req.args, req.kwargs)
     except TypeError:
         return Outcome("plain")
     attempt = a.get("attempt", 0)

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from bridge import keys
 
 # One round trip decides what a delivery does: resume a recorded job, submit (claim taken),
@@ -45,6 +47,28 @@ class Batcher:
         self.redis = redis
         self.pending: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
         self.scheduled = False
+        self.loaded: set[str] = set()  # shas of Lua scripts Redis is known to have
+
+    async def run_script(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA ``script`` in the next pipeline. Only a script not yet known to be loaded
+        makes the pipeline check (SCRIPT EXISTS: a round trip per flush otherwise); a
+        NOSCRIPT answer (Redis restarted with an empty script cache) loads it and retries."""
+        for attempt in range(2):
+            loaded = script.sha in self.loaded and attempt == 0
+
+            def add(pipe: Any, loaded: bool = loaded) -> Any:
+                if not loaded:
+                    pipe.scripts.add(script)  # the pipeline loads it first if Redis lacks it
+                return pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+            try:
+                reply = await self.call(add)
+            except NoScriptError:
+                self.loaded.discard(script.sha)
+                continue
+            self.loaded.add(script.sha)
+            return reply
+        raise NoScriptError(f"Redis kept losing bridge's script {script.sha}")
 
     def call(self, add: Callable[[Any], Any]) -> asyncio.Future[Any]:
         """``add(pipeline)`` queues exactly one command; the future gets its reply."""
@@ -92,15 +116,7 @@ class Journal:
     ) -> tuple[str, str | None]:
         """('resume', job_id) | ('claimed', None) | ('wait', None) | ('cancelled', None)."""
         args = [f"{time.time():.3f}", lease, token, endpoint_id, base_url, self.ttl]
-        script = self._claim
-
-        def add(pipe: Any) -> Any:
-            # redis.asyncio's Script.__call__ is a coroutine: queue EVALSHA on the pipeline
-            # ourselves; the pipeline loads the script first if Redis lacks it.
-            pipe.scripts.add(script)
-            return pipe.evalsha(script.sha, 2, keys.journal(task_id), keys.cancel(task_id), *args)
-
-        action, job_id = await self.batch.call(add)
+        action, job_id = await self.batch.run_script(self._claim, [keys.journal(task_id), keys.cancel(task_id)], args)
         return _s(action), (_s(job_id) or None)
 
     async def record(self, task_id: str, job_id: str) -> None:

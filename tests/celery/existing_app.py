@@ -36,3 +36,8 @@ def total(outputs: list[dict[str, Any]]) -> int:
 def record(output: dict[str, Any]) -> int:
     """A chain step after a bridge job: counts how often each job's result arrived."""
     return int(_counts.incr(f"existing:record:{output['n']}"))
+
+
+@app.task(name="existing.prep")
+def prep(n: int) -> dict[str, int]:
+    return {"n": n}
