@@ -21,10 +21,12 @@ broker_url = os.environ.get("CELERY_BROKER_URL", _redis)
 result_backend = os.environ.get("CELERY_RESULT_BACKEND", broker_url)
 imports = ("bridge.tasks", "bridge.batch.celery")
 
-# The recommended pool: threads. A bridge task blocks on the process's one poller, so a
-# thread per in-flight job costs ~100 KB and no CPU; 10,000 fit in one process.
+# Job tasks take no pool slot (they are held in the main process: BRIDGE_MAX_HELD_JOBS,
+# default 10,000 per process), so the pool only runs the short tasks (bridge.status, cancel,
+# purge_queue, health). Threads: one process (~110 MB with 10,000 jobs held, against ~220 MB
+# for prefork -c 2) at the same throughput (docs/scaling.md).
 worker_pool = os.environ.get("BRIDGE_WORKER_POOL", "threads")
-worker_concurrency = int(os.environ.get("BRIDGE_WORKER_CONCURRENCY", "10000"))
+worker_concurrency = int(os.environ.get("BRIDGE_WORKER_CONCURRENCY", "8"))
 worker_prefetch_multiplier = 1
 
 # Crash safety: a killed worker's messages come back; a redelivered task resumes its job.

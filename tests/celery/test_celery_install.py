@@ -55,11 +55,11 @@ def test_bridge_app_reads_celeryconfig_in_the_working_directory_else_bridge_defa
                               text=True, timeout=60, check=True).stdout.split()
 
     # elsewhere (a pip-installed bridge): the packaged defaults
-    assert probe(tmp_path) == ["threads", "True", "10000", "redis://127.0.0.1:6379/0"]
+    assert probe(tmp_path) == ["threads", "True", "8", "redis://127.0.0.1:6379/0"]
     # a deployment's own celeryconfig.py in the working directory wins
     (tmp_path / "celeryconfig.py").write_text(
         "from bridge.celery_settings import *  # noqa: F403\nworker_concurrency = 250\n"
     )
     assert probe(tmp_path) == ["threads", "True", "250", "redis://127.0.0.1:6379/0"]
     # the repository's celeryconfig.py gives the same values as the defaults
-    assert probe(ROOT) == ["threads", "True", "10000", "redis://127.0.0.1:6379/0"]
+    assert probe(ROOT) == ["threads", "True", "8", "redis://127.0.0.1:6379/0"]
