@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from bridge import errors
-from bridge.client._wire import KNOWN_STATUSES, is_known_status
+from bridge.client._wire import KNOWN_STATUSES, is_known_status, known_keys
 from bridge.config import unknown_status_timeout
 
 __all__ = ["PollPolicy", "RetryPolicy", "UnknownStatusClock"]
@@ -174,7 +174,7 @@ class UnknownStatusClock:
         now = time.monotonic()
         if self.since is None:
             self.since = now
-        shown = errors.scrub(repr(status))[:100]  # text from outside: no keys, bounded
+        shown = errors.scrub(repr(status), *known_keys())[:100]  # text from outside: no keys, bounded
         if not self.logged:
             self.logged = True
             self._log.warning(
@@ -187,7 +187,7 @@ class UnknownStatusClock:
                 f"the job reported status {shown}, which is not one of RunPod's, for {self.limit:g} s; "
                 "stopped waiting (the job was not cancelled)",
                 self.job_id, self.endpoint_id, None, None,
-                errors.scrub(str(status))[:100], self.limit,
+                errors.scrub(str(status), *known_keys())[:100], self.limit,
             )
 
     def deadline(self) -> float | None:

@@ -9,20 +9,25 @@ sleeping loop per job: a watch is a small record, and a job costs nothing betwee
 
 A watch ends with the terminal status body, or raises :class:`Cancelled` (cancel key set
 or ``expires`` passed; the remote job is cancelled first), :class:`bridge.errors.Timeout`
-(bridge's ``timeout=``; the remote job is cancelled first) or :class:`HandedOff` (the
-worker is shutting down: the remote job keeps running for the next worker to resume).
+(bridge's ``timeout=``; the remote job is cancelled first), :class:`HandedOff` (the
+worker is shutting down: the remote job keeps running for the next worker to resume) or
+:class:`bridge.errors.UnknownStatus` (the job showed a status outside RunPod's set for
+``BRIDGE_UNKNOWN_STATUS_TIMEOUT`` seconds, logged once with its id when first seen; the
+remote job is left alone, as the client does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge import errors, keys
-from bridge.client._policy import RetryPolicy
-from bridge.client._wire import terminal
+from bridge.client._policy import RetryPolicy, UnknownStatusClock
+from bridge.client._wire import is_known_status, scrub_value, terminal
+from bridge.config import unknown_status_timeout
 from bridge.gateway.journal import Journal
 from bridge.gateway.settings import GatewaySettings
 from bridge.gateway.transport import EndpointHandle, Transport
@@ -49,7 +54,7 @@ class HandedOff(Exception):
 class Watch:
     __slots__ = ("task_id", "handle", "job_id", "stream", "sink", "deadline", "deadline_kind",
                  "future", "inflight", "interval", "err_since", "timer", "deadline_timer", "polls", "done",
-                 "ctx", "status", "slow")
+                 "ctx", "status", "slow", "clock")
 
     def __init__(self, task_id: str, handle: EndpointHandle, job_id: str, stream: bool,
                  sink: ChunkSink | None, deadline: float | None, deadline_kind: str,
@@ -72,6 +77,7 @@ class Watch:
         self.ctx: JobContext | None = None  # the job's hook context (events carry it)
         self.status: str | None = None  # the last remote status seen (status_changed)
         self.slow: float | None = None  # webhook fallback: fixed interval of plain polls
+        self.clock: UnknownStatusClock | None = None  # made when an unknown status is first seen
 
 
 class Poller:
@@ -93,6 +99,8 @@ class Poller:
         self.handoff_key: str | None = None  # set by the worker step (prefork children read it)
         self.cancel_retry = RetryPolicy(attempts=4, deadline=10.0, base=0.2, max_backoff=2.0)
         self.stats = {"polls": 0, "cancel_checks": 0, "cancels_sent": 0}
+        #: BRIDGE_UNKNOWN_STATUS_TIMEOUT, read once per process like the other settings.
+        self.unknown_status_limit = unknown_status_timeout()
 
     # -- public (on the loop) ---------------------------------------------------------------
 
@@ -139,6 +147,7 @@ class Poller:
         ``body`` when it is terminal. Called on the loop (the webhook waiter's listener)."""
         if not terminal(body):
             return
+        body = scrub_value(body)  # it did not come through the wire: mask echoed keys here
         watched = self.watches.get(task_id)
         if not watched:
             if len(self.early) < 10000:  # bounded: ended jobs pop theirs, see Gateway
@@ -301,6 +310,9 @@ class Poller:
                 wait = s.long_poll
                 if w.deadline is not None:
                     wait = max(0.5, min(wait, w.deadline - loop.time() + 0.5))
+                unknown_until = _unknown_until(w)
+                if unknown_until is not None:  # answer by the time an unknown status runs out
+                    wait = max(0.5, min(wait, unknown_until - time.monotonic()))
                 call = h.wire.status(w.job_id, wait=wait)
             else:
                 call = h.wire.status(w.job_id)
@@ -340,6 +352,8 @@ class Poller:
             previous, w.status = w.status, status
             if w.ctx is not None:
                 await self.hooks.anotify("status_changed", w.ctx, status=status, previous=previous)
+        if not terminal(body) and self._unknown_too_long(w, status):
+            return
         if w.stream:
             await self._stream_round(w, body)
         elif terminal(body):
@@ -352,7 +366,21 @@ class Poller:
             else:
                 delay = w.interval
                 w.interval = min(s.poll_max_interval, w.interval * 1.5)
-            self._schedule_poll(w, delay)
+            self._schedule_poll(w, _until_unknown_ends(w, delay))
+
+    def _unknown_too_long(self, w: Watch, status: object) -> bool:
+        """Time a status outside RunPod's set (the clock logs it once, with the job id); True
+        when it has lasted BRIDGE_UNKNOWN_STATUS_TIMEOUT and the wait ended with UnknownStatus."""
+        if w.clock is None:
+            if is_known_status(status):
+                return False
+            w.clock = UnknownStatusClock(w.job_id, w.handle.endpoint_id, self.unknown_status_limit, log)
+        try:
+            w.clock.observe(status)
+        except errors.UnknownStatus as exc:
+            self._end(w, exc=exc)
+            return True
+        return False
 
     async def _stream_round(self, w: Watch, body: dict[str, Any]) -> None:
         chunks = body.get("stream") or []
@@ -370,4 +398,15 @@ class Poller:
             w.interval = self.settings.stream_poll_interval
         delay = 0.0 if chunks else w.interval
         w.interval = min(2.0, w.interval * 1.5)
-        self._schedule_poll(w, delay)
+        self._schedule_poll(w, _until_unknown_ends(w, delay))
+
+
+def _unknown_until(w: Watch) -> float | None:
+    """The monotonic time ``w``'s unknown status runs out, while it shows one."""
+    return None if w.clock is None else w.clock.deadline()
+
+
+def _until_unknown_ends(w: Watch, delay: float) -> float:
+    """``delay``, shortened so the look after an unknown status's limit is not late."""
+    until = _unknown_until(w)
+    return delay if until is None else max(0.0, min(delay, until - time.monotonic()))

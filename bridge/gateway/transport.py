@@ -63,7 +63,7 @@ class Transport:
                     None, name, f"set {api_key_env} in the worker's environment",
                 )
             wire = Wire(named.get("endpoint_id") or name, api_key, named.get("base_url") or base_url)
-            budget = Budget(self.redis, self.settings.limits_for(wire.base_url), wire.endpoint_id)
+            budget = Budget(self.redis, self.settings.limits_for(wire.base_url), wire.endpoint_id, wire.base_url)
             handle = EndpointHandle(wire, budget)
             self._endpoints[(name, base_url)] = handle
         return handle
@@ -80,10 +80,12 @@ class Transport:
                                   ("api_key_env", spec.api_key_env)) if v}
 
     async def call(self, handle: EndpointHandle, call: Call) -> dict[str, Any]:
-        """Send one request inside the endpoint's budget; the answer or a bridge error."""
+        """Send one request inside the endpoint's budget; the answer or a bridge error.
+        A 429 also slows the endpoint's adaptive submit rate (every worker's) before it is
+        raised for the caller to retry."""
         handle.requests[call.route] = handle.requests.get(call.route, 0) + 1
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=call.read_timeout)
-        async with handle.budget.slot(call.route):
+        async with handle.budget.slot(call.route) as ticket:
             try:
                 async with self.session.request(
                     call.method, call.url, data=call.body, headers=dict(call.headers), timeout=timeout
@@ -92,7 +94,13 @@ class Transport:
                     status, headers = resp.status, dict(resp.headers)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 raise handle.wire.transport_error(call, exc) from None
-        return handle.wire.response(call, status, headers, raw)
+        try:
+            body = handle.wire.response(call, status, headers, raw)
+        except errors.RateLimited as exc:
+            await handle.budget.throttled(call.route, exc.retry_after, ticket)
+            raise
+        handle.budget.accepted(call.route)
+        return body
 
     async def close(self) -> None:
         if self._session is not None:
