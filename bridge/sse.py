@@ -92,10 +92,10 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
         while True:
-            event = await sub.get(HEARTBEAT)
+            event = await sub.get()  # None: the hub's heartbeat, or the subscription stopped
             if event is None:
-                if sub.dropped:
-                    break  # the browser reconnects with Last-Event-ID
+                if sub.dropped or sub.ended:
+                    break  # dropped: the browser reconnects with Last-Event-ID
                 await response.write(b": keep-alive\n\n")
                 continue
             await response.write(format_event(event))
@@ -119,7 +119,7 @@ def add_routes(app: web.Application, redis_url: str, *, cors_origin: str | None 
     app[SECRET_KEY] = None if open_streams else relay_secret(secret)
 
     async def run_hub(app: web.Application) -> Any:
-        hub = StreamHub(redis_url)
+        hub = StreamHub(redis_url, heartbeat=HEARTBEAT)
         await hub.start()
         app[HUB_KEY] = hub
         yield
