@@ -193,6 +193,7 @@ class AdaptiveRate:
     def __init__(self, redis: Any, endpoint_id: str, base_url: str, route: str) -> None:
         digest = hashlib.sha1(base_url.encode()).hexdigest()[:12]  # a name, not security
         self.key = f"{keys.budget(endpoint_id, route)}:aimd:{digest}"
+        self.name = f"endpoint {endpoint_id} /{route}"
         self.decrease = env_float("BRIDGE_SUBMIT_RATE_DECREASE", 0.7)
         self.probe = env_float("BRIDGE_SUBMIT_RATE_PROBE", 0.05)
         self.memory = max(1, int(env_float("BRIDGE_SUBMIT_RATE_MEMORY", 300.0)))
@@ -256,11 +257,10 @@ class AdaptiveRate:
             self._step_aside(exc)
             return
         if self.rate is None or rate < self.rate * 0.99:
-            log.info("bridge: %s answered 429; submits slowed to %.3g/s (shared by every worker)",
-                     self.key, rate)
+            log.info("bridge: %s answered 429; submits slowed to %.3g/s for every worker", self.name, rate)
         self.rate = rate
 
     def _step_aside(self, exc: BaseException) -> None:
         self._idle_until = time.monotonic() + IDLE_LOOK
-        log.warning("bridge: the adaptive submit rate %s is unavailable for %g s (%s)",
-                    self.key, IDLE_LOOK, type(exc).__name__)
+        log.warning("bridge: the adaptive submit rate of %s (Redis key %s) is unavailable; unpaced for "
+                    "%g s (%s: check bridge's Redis)", self.name, self.key, IDLE_LOOK, type(exc).__name__)
