@@ -1,8 +1,9 @@
 """Held job tasks: a bridge job task's message waits in the worker's main process while its
 remote job runs, and no pool slot (process, thread or greenlet) is taken.
 
-One :class:`HeldJobs` per worker process, fed by :mod:`bridge.strategy`. Its one thread,
-``bridge-held``, does the short steps of every job task in order:
+One :class:`HeldJobs` per worker process, fed by :mod:`bridge.strategy`. Its thread,
+``bridge-held``, owns the registry and does the short steps of every job task in order
+(completions' tracer runs are handed to a few ``bridge-complete`` threads):
 
 - **receive**: a job message arrives (the consumer raised its QoS by one for it, the way
   Celery does for ETA tasks, so held jobs never shrink the app's prefetch window). A
@@ -17,9 +18,9 @@ One :class:`HeldJobs` per worker process, fed by :mod:`bridge.strategy`. Its one
   finds its :class:`Outcome` ready (:func:`outcome_for`) and returns or raises it; the
   tracer stores the result, sends callbacks, chord parts, signals and events, and acks.
 
-Completing here rather than in the pool keeps completions from queueing behind the app's
-long tasks, and rather than on the consumer's thread keeps the consumer's loop free
-(acks still reach it through ``hub.call_soon``, as Celery's own pools do).
+Completing in these threads rather than in the pool keeps completions from queueing behind
+the app's long tasks, and rather than on the consumer's thread keeps the consumer's loop
+free (acks still reach it through ``hub.call_soon``, as Celery's own pools do).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,8 @@ from celery.worker.state import reserved_requests, task_ready
 from bridge.config import env_int
 
 log = logging.getLogger("bridge.worker")
+
+COMPLETION_THREADS = 4
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Held:
     req: Any
     qos: Any
     extras: list[tuple[Any, Any]] = field(default_factory=list)  # older deliveries to ack
+    completing: bool = False  # its outcome is being stored (on a completion thread)
 
 
 def max_held_jobs() -> int:
@@ -81,6 +86,9 @@ class HeldJobs:
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._parked_n = 0  # read by the consumer's thread (an int: no lock needed)
         self.pid = os.getpid()
+        # Completions run Celery's tracer, whose result store is a few blocking Redis round
+        # trips: a few threads overlap them (the GIL is released while they wait).
+        self._completers = ThreadPoolExecutor(COMPLETION_THREADS, thread_name_prefix="bridge-complete")
         self._thread = threading.Thread(target=self._serve, name="bridge-held", daemon=True)
         self._thread.start()
 
@@ -109,6 +117,8 @@ class HeldJobs:
                     self._receive(item[1], item[2])
                 elif item[0] == "done":
                     self._done(item[1], item[2])
+                elif item[0] == "finished":
+                    self._finished(item[1])
             except Exception:  # one bad message must not stop every held job
                 log.exception("bridge: held-job step %s failed", item[0])
 
@@ -127,6 +137,9 @@ class HeldJobs:
         """A second delivery of a held task id (broker reconnect, duplicate publish): the
         new message becomes the one acked at completion; the older one is acked too if its
         channel still lives, and no second wait starts."""
+        if held.completing:  # its outcome is being stored: ack this one with it
+            held.extras.append((req, qos))
+            return
         old = held.req
         held.extras.append((old, held.qos))
         held.req, held.qos = req, qos
@@ -171,8 +184,12 @@ class HeldJobs:
         self._complete(held, outcome)
 
     def _complete(self, held: Held, outcome: Outcome) -> None:
-        req = held.req
-        self.held.pop(req.id, None)
+        held.completing = True
+        self._completers.submit(self._store, held.req, outcome).add_done_callback(
+            lambda _: self._inbox.put(("finished", held)))
+
+    def _store(self, req: Any, outcome: Outcome) -> None:
+        """A completion thread: the request's outcome through Celery's execution."""
         try:
             if outcome.kind == "done":
                 req.acknowledge()
@@ -188,14 +205,20 @@ class HeldJobs:
                     pass  # revoked while held: Celery stored REVOKED and acked
                 finally:
                     self.outcomes.pop(req.id, None)
-            self.stats["completed"] += 1
-        finally:
-            for old, qos in held.extras:
-                if _channel_open(old):
-                    old.acknowledge()
-                _release(qos)
-            _release(held.qos)
-            self._start_parked()
+        except Exception:
+            log.exception("bridge: completing %s[%s] failed", req.name, req.id)
+
+    def _finished(self, held: Held) -> None:
+        """Back on the bridge-held thread: forget the job, ack older deliveries, make room."""
+        self.held.pop(held.req.id, None)
+        self.stats["completed"] += 1
+        for old, qos in held.extras:
+            if _channel_open(old):
+                old.acknowledge()
+            task_ready(old)
+            _release(qos)
+        _release(held.qos)
+        self._start_parked()
 
     def _start_parked(self) -> None:
         while self.parked and len(self.held) < self.cap:
