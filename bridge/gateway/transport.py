@@ -17,6 +17,9 @@ from bridge.client._wire import CONNECT_TIMEOUT, Call, Wire
 from bridge.gateway.budget import Budget
 from bridge.gateway.settings import GatewaySettings
 
+#: 429s to one paced submit absorbed before the caller sees one (each cuts the shared rate).
+PACED_RESENDS = 20
+
 
 class EndpointHandle:
     """What the gateway keeps per endpoint: the wire, its budget, whether long polls work."""
@@ -81,26 +84,35 @@ class Transport:
 
     async def call(self, handle: EndpointHandle, call: Call) -> dict[str, Any]:
         """Send one request inside the endpoint's budget; the answer or a bridge error.
-        A 429 also slows the endpoint's adaptive submit rate (every worker's) before it is
-        raised for the caller to retry."""
-        handle.requests[call.route] = handle.requests.get(call.route, 0) + 1
+
+        A 429 also slows the endpoint's adaptive submit rate (every worker's). A submit the
+        adaptive rate paced that is still answered 429 is sent again here once the rate
+        allows (same request, same Idempotency-Key): a job queued behind a limited endpoint
+        waits instead of spending its retries (and their deadline) on the queue. Other 429s
+        (the first ones, before any pacing) are raised for the caller to retry and report."""
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=call.read_timeout)
-        async with handle.budget.slot(call.route) as ticket:
+        resent = 0
+        while True:
+            handle.requests[call.route] = handle.requests.get(call.route, 0) + 1
+            async with handle.budget.slot(call.route) as ticket:
+                try:
+                    async with self.session.request(
+                        call.method, call.url, data=call.body, headers=dict(call.headers), timeout=timeout
+                    ) as resp:
+                        raw = await resp.read()
+                        status, headers = resp.status, dict(resp.headers)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    raise handle.wire.transport_error(call, exc) from None
             try:
-                async with self.session.request(
-                    call.method, call.url, data=call.body, headers=dict(call.headers), timeout=timeout
-                ) as resp:
-                    raw = await resp.read()
-                    status, headers = resp.status, dict(resp.headers)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                raise handle.wire.transport_error(call, exc) from None
-        try:
-            body = handle.wire.response(call, status, headers, raw)
-        except errors.RateLimited as exc:
-            await handle.budget.throttled(call.route, exc.retry_after, ticket)
-            raise
-        handle.budget.accepted(call.route)
-        return body
+                body = handle.wire.response(call, status, headers, raw)
+            except errors.RateLimited as exc:
+                await handle.budget.throttled(call.route, exc.retry_after, ticket)
+                if ticket and resent < PACED_RESENDS:
+                    resent += 1
+                    continue
+                raise
+            handle.budget.accepted(call.route)
+            return body
 
     async def close(self) -> None:
         if self._session is not None:

@@ -4,14 +4,17 @@ two instances stand for two worker processes sharing one endpoint's rate through
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from bridge import keys
+from bridge import errors, keys
 from bridge.embedded_redis import free_port
 from bridge.gateway.budget import ADAPTIVE_ROUTES, FLOOR_RATE, AdaptiveRate, Budget
+from bridge.gateway.settings import GatewaySettings
+from bridge.gateway.transport import Transport
 
 BASE = "http://127.0.0.1:9/v2"
 
@@ -113,3 +116,26 @@ async def test_an_unreachable_redis_steps_aside_instead_of_failing(caplog: pytes
     assert await rate.acquire() == 0.0
     assert "adaptive submit rate" in caplog.text
     await down.aclose()
+
+
+async def test_a_paced_submit_answered_429_is_sent_again_not_failed(
+        clients: list[aioredis.Redis], local_endpoint: Callable[..., Any]) -> None:
+    """Through the gateway's transport against the local endpoint (1 /run per s): the first
+    429 (nothing paced yet) goes to the caller; a submit the learnt rate paced that is still
+    refused waits for the rate again with the same Idempotency-Key, and is accepted."""
+    ep = local_endpoint(lambda job: job["input"], endpoint_id="ep", faults={"rate_limits": {"run": [1, 1.0]}})
+    transport = Transport(GatewaySettings(rate_limits_env=""), clients[0])
+    handle = transport.endpoint("ep", ep.base_url)
+    try:
+        accepted = await transport.call(handle, handle.wire.run({"n": 0}))
+        with pytest.raises(errors.RateLimited):  # unpaced: the caller's retries see it
+            await transport.call(handle, handle.wire.run({"n": 1}))
+        # Now paced, but let the shared rate overshoot: 50/s against the endpoint's 1/s.
+        await clients[0].hset(handle.budget.adaptive["run"].key, "rate", "50")
+        bodies = [await transport.call(handle, handle.wire.run({"n": n})) for n in (2, 3)]
+    finally:
+        await transport.close()
+    assert accepted["id"] and all(b["id"] for b in bodies)
+    refused = ep.stats("ep")["run"] - ep.submissions("ep")
+    assert refused >= 2 and handle.requests["run"] == ep.stats("ep")["run"]  # the paced ones were resent
+    assert (await state(clients[0], handle.budget.adaptive["run"]))["rate"] < 50  # and cut the rate
