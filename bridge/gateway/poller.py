@@ -27,7 +27,6 @@ from typing import Any
 from bridge import errors, keys
 from bridge.client._policy import RetryPolicy, UnknownStatusClock
 from bridge.client._wire import is_known_status, scrub_value, terminal
-from bridge.config import unknown_status_timeout
 from bridge.gateway.journal import Journal
 from bridge.gateway.settings import GatewaySettings
 from bridge.gateway.transport import EndpointHandle, Transport
@@ -99,8 +98,6 @@ class Poller:
         self.handoff_key: str | None = None  # set by the worker step (prefork children read it)
         self.cancel_retry = RetryPolicy(attempts=4, deadline=10.0, base=0.2, max_backoff=2.0)
         self.stats = {"polls": 0, "cancel_checks": 0, "cancels_sent": 0}
-        #: BRIDGE_UNKNOWN_STATUS_TIMEOUT, read once per process like the other settings.
-        self.unknown_status_limit = unknown_status_timeout()
 
     # -- public (on the loop) ---------------------------------------------------------------
 
@@ -371,13 +368,13 @@ class Poller:
     def _unknown_too_long(self, w: Watch, status: object) -> bool:
         """Time a status outside RunPod's set (the clock logs it once, with the job id); True
         when it has lasted BRIDGE_UNKNOWN_STATUS_TIMEOUT and the wait ended with UnknownStatus."""
-        if w.clock is None:
-            if is_known_status(status):
-                return False
-            w.clock = UnknownStatusClock(w.job_id, w.handle.endpoint_id, self.unknown_status_limit, log)
+        if w.clock is None and is_known_status(status):
+            return False
         try:
+            if w.clock is None:  # reads BRIDGE_UNKNOWN_STATUS_TIMEOUT (a bad value fails this job)
+                w.clock = UnknownStatusClock(w.job_id, w.handle.endpoint_id, logger=log)
             w.clock.observe(status)
-        except errors.UnknownStatus as exc:
+        except errors.BridgeError as exc:  # UnknownStatus, or ConfigurationError
             self._end(w, exc=exc)
             return True
         return False
