@@ -122,6 +122,10 @@ class EmbeddedRedis:
     ``server``: ``auto`` (default: ``BRIDGE_EMBEDDED_REDIS``, else ``auto``), ``system``,
     ``wheel`` or ``fakeredis``. ``require_real=True`` refuses the fakeredis fallback (the
     integration tests need a real server); ``fake=True`` is ``server="fakeredis"``.
+    ``aof=True`` (real servers) persists every write before answering it (``appendonly yes``,
+    ``appendfsync always``), and ``data_dir`` keeps the data in a directory the caller owns
+    (not removed at :meth:`stop`): a server killed with :meth:`kill` and started again on the
+    same port and directory comes back with its data, as a production Redis with AOF does.
     """
 
     def __init__(
@@ -131,8 +135,12 @@ class EmbeddedRedis:
         fake: bool = False,
         port: int | None = None,
         server: str | None = None,
+        aof: bool = False,
+        data_dir: str | None = None,
     ) -> None:
         self.require_real = require_real
+        self.aof = aof
+        self.data_dir = data_dir
         self.server = "fakeredis" if fake else (server or os.environ.get(ENV_VAR) or "auto").strip().lower()
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -164,10 +172,13 @@ class EmbeddedRedis:
         return self
 
     def _start_real(self, binary: str) -> None:
-        self._dir = tempfile.mkdtemp(prefix="bridge-redis-")
+        if self.data_dir is None:
+            self._dir = tempfile.mkdtemp(prefix="bridge-redis-")
+        directory = self.data_dir or self._dir
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
         args = [
             binary, "--port", str(self.port), "--bind", self.host, "--save", "",
-            "--appendonly", "no", "--dir", self._dir, "--maxmemory-policy", "noeviction",
+            *persistence, "--dir", str(directory), "--maxmemory-policy", "noeviction",
             "--loglevel", "warning", "--maxclients", "20000",
         ]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -188,6 +199,14 @@ class EmbeddedRedis:
         self._thread = threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True)
         self._thread.start()
         _wait_for_port(self.host, self.port, time.monotonic() + 10, None)
+
+    def kill(self) -> None:
+        """SIGKILL the real server (a crash: no shutdown save); :meth:`start` brings it back
+        on the same port (with its data when ``aof`` and ``data_dir`` are set)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(10)
+            self._proc = None
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -50,6 +50,8 @@ __all__ = [
     "athrough_outage",
     "backend_retry_missing",
     "outage_seconds",
+    "riding_async_client",
+    "riding_sync_client",
     "sync_client",
     "through_outage",
 ]
@@ -230,6 +232,45 @@ async def athrough_outage(
             continue
         _outages.succeeded(url)
         return result
+
+
+class _RidingRedis(redis.Redis):
+    """A sync client whose every command rides an outage (:func:`through_outage`)."""
+
+    outage_url = ""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        run = super().execute_command
+        return through_outage(lambda: run(*args, **options), self.outage_url)
+
+
+class _RidingAsyncRedis(aioredis.Redis):
+    """An asyncio client whose every command rides an outage (:func:`athrough_outage`)."""
+
+    outage_url = ""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        run = super().execute_command
+        return await athrough_outage(lambda: run(*args, **options), self.outage_url)
+
+
+def riding_sync_client(url: str, **kwargs: Any) -> redis.Redis:
+    """:func:`sync_client` whose every command (scripts included: they run as commands) is
+    retried through an outage of up to ``BRIDGE_REDIS_OUTAGE`` s. Pipelines are not: wrap
+    their ``execute`` in :func:`through_outage`. Only for commands safe to repeat."""
+    options = {**_connection_options(kwargs.pop("socket_timeout", None)), **kwargs}
+    client = _RidingRedis(connection_pool=redis.ConnectionPool.from_url(url, **options))
+    client.auto_close_connection_pool = True  # it owns the pool, as a client from_url does
+    client.outage_url = url
+    return client
+
+
+def riding_async_client(url: str, max_connections: int | None = None, **kwargs: Any) -> aioredis.Redis:
+    """:func:`async_client` whose every command rides an outage (see :func:`riding_sync_client`)."""
+    client = _RidingAsyncRedis(connection_pool=async_client(url, max_connections, **kwargs).connection_pool)
+    client.auto_close_connection_pool = True  # it owns the pool, as a client from_url does
+    client.outage_url = url
+    return client
 
 
 def backend_retry_missing(conf: Any) -> list[str]:

@@ -292,12 +292,11 @@ def job_meta(task_id: str, redis_url: str | None = None) -> dict[str, Any]:
     (``BRIDGE_REDIS_URL`` unless ``redis_url``); works for any bridge job task, from any process."""
     import json
 
-    import redis as redis_sync
-
     from bridge import keys
     from bridge.gateway.settings import default_redis_url
+    from bridge.redis_clients import riding_sync_client
 
-    client = redis_sync.Redis.from_url(redis_url or default_redis_url())
+    client = riding_sync_client(redis_url or default_redis_url())  # through a Redis restart
     try:
         raw = client.hget(keys.journal(task_id), "meta")
     finally:

@@ -26,6 +26,7 @@ from celery import Celery, bootsteps, signals
 
 from bridge import held, keys
 from bridge.config import env_float
+from bridge.redis_clients import RETRY_ON, sync_client
 
 log = logging.getLogger("bridge.worker")
 
@@ -39,6 +40,81 @@ def _bridge_requests() -> list[Any]:
     from bridge.tasks import JOB_TASKS
 
     return [r for r in (*state.active_requests, *state.reserved_requests) if r.name in JOB_TASKS]
+
+
+def _waited_on(requests: list[Any]) -> list[Any]:
+    """The requests someone is really running: a held request only while this process holds
+    it (waiting or completing) as that delivery; a blocking-path request while it is in the
+    pool. A request left behind by a failure must not have its lease renewed forever: its
+    message then comes back by the visibility timeout and resumes its job."""
+    jobs = held.current()
+    holding = {} if jobs is None else {task_id: h.req for task_id, h in list(jobs.held.items())}
+    parked = set() if jobs is None else {id(req) for req, _ in list(jobs.parked)}
+    return [r for r in requests
+            if not getattr(r, "bridge_held", False) or holding.get(r.id) is r or id(r) in parked]
+
+
+def _transport_closed(channel: Any) -> bool:
+    return getattr(getattr(channel, "connection", None), "client", None) is None
+
+
+def _guard_redis_broker(broker_url: str) -> None:
+    """Keep a worker on kombu's Redis transport alive across a broker connection loss.
+
+    Celery 5.7 closes a broken connection twice (``collect()`` and then ``close()``), and
+    held messages are acked after the consumer reconnected, on their old channel: both
+    reach a transport already closed, raise AttributeError and the worker exits with
+    "Unrecoverable error". So: a close of a channel whose transport is gone skips the
+    requeue of its unacked messages (they stay in the broker's unacked set and come back by
+    the visibility timeout); an ack on such a channel removes the message from the unacked
+    set through a client of its own (the set is the broker's, not the channel's); a requeue
+    on it is left to the visibility timeout."""
+    from kombu.transport import redis as kombu_redis
+
+    if getattr(kombu_redis.Channel.close, "_bridge_guard", False):
+        return
+    original_close, original_ack, original_reject = (
+        kombu_redis.Channel.close, kombu_redis.QoS.ack, kombu_redis.QoS.reject)
+    clients: list[redis.Redis] = []
+
+    def close(self: Any) -> None:
+        try:
+            original_close(self)
+        except AttributeError:
+            if not _transport_closed(self):
+                raise
+            self.closed = True
+            log.warning("bridge: the broker connection closed with unacked messages; they come "
+                        "back by the visibility timeout")
+
+    def ack(self: Any, delivery_tag: Any) -> None:
+        if not _transport_closed(self.channel):
+            return original_ack(self, delivery_tag)
+        if not clients:
+            clients.append(sync_client(broker_url, socket_timeout=5.0))
+        prefix = getattr(self.channel, "global_keyprefix", "") or ""
+        try:
+            pipe = clients[0].pipeline(transaction=False)
+            pipe.zrem(prefix + self.unacked_index_key, delivery_tag)
+            pipe.hdel(prefix + self.unacked_key, delivery_tag)
+            pipe.execute()
+        except RETRY_ON as exc:  # the message comes back by the visibility timeout instead
+            log.warning("bridge: acking a message after a reconnect failed (%s)", type(exc).__name__)
+        self._delivered.pop(delivery_tag, None)
+        return None
+
+    def reject(self: Any, delivery_tag: Any, requeue: bool = False) -> None:
+        if not _transport_closed(self.channel):
+            return original_reject(self, delivery_tag, requeue)
+        if not requeue:
+            return ack(self, delivery_tag)
+        self._delivered.pop(delivery_tag, None)  # requeued by the visibility timeout
+        return None
+
+    close._bridge_guard = True  # type: ignore[attr-defined]
+    kombu_redis.Channel.close = close  # type: ignore[method-assign]
+    kombu_redis.QoS.ack = ack  # type: ignore[method-assign]
+    kombu_redis.QoS.reject = reject  # type: ignore[method-assign]
 
 
 def _redis_url(app: Celery) -> str:
@@ -64,12 +140,14 @@ class BridgeStep(bootsteps.StartStopStep):
         self.unacked_index = ""
 
     def start(self, worker: Any) -> None:
-        self.client = redis.Redis.from_url(_redis_url(self.app))
+        # These run on the consumer's timer: short retries only (no riding a long outage
+        # here, it would stall the consumer); a failed round is tried again next tick.
+        self.client = sync_client(_redis_url(self.app), socket_timeout=5.0)
         self.trefs.append(worker.timer.call_repeatedly(MIRROR_INTERVAL, self.mirror, priority=10))
         broker_url = str(self.app.conf.broker_url or "")
         if broker_url.startswith(("redis://", "rediss://", "unix://")):
             opts = self.app.conf.broker_transport_options or {}
-            self.broker = redis.Redis.from_url(broker_url)
+            self.broker = sync_client(broker_url, socket_timeout=5.0)
             self.unacked_index = opts.get("global_keyprefix", "") + opts.get("unacked_index_key", "unacked_index")
             interval = env_float("BRIDGE_HEARTBEAT_INTERVAL", 10.0)
             self.trefs.append(worker.timer.call_repeatedly(interval, self.heartbeat, priority=10))
@@ -99,16 +177,20 @@ class BridgeStep(bootsteps.StartStopStep):
                 self.mirrored.update(revoked)
             if len(self.mirrored) > 100_000:
                 self.mirrored.clear()
+        except RETRY_ON:  # Redis restarting: scan again on the next tick
+            self._full_scan_at = 0.0
         except Exception:  # a Redis blip must not kill the worker's timer
             log.exception("bridge: mirroring revokes failed; retrying")
 
     def heartbeat(self) -> None:
         """Refresh the unacked-index score of every bridge message this worker holds."""
         try:
-            tags = [r.message.delivery_tag for r in _bridge_requests() if r.message is not None]
+            tags = [r.message.delivery_tag for r in _waited_on(_bridge_requests()) if r.message is not None]
             if tags and self.broker is not None:
                 now = time.time()
                 self.broker.zadd(self.unacked_index, dict.fromkeys(tags, now), xx=True)
+        except RETRY_ON as exc:  # Redis restarting: the next tick renews (leases last far longer)
+            log.debug("bridge: heartbeat of held messages skipped (%s)", type(exc).__name__)
         except Exception:
             log.exception("bridge: heartbeat of held messages failed; retrying")
 
@@ -160,7 +242,7 @@ def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
     try:
         from bridge.gateway.settings import GatewaySettings
 
-        client = redis.Redis.from_url(GatewaySettings().redis_url)
+        client = sync_client(GatewaySettings().redis_url)
         client.set(handoff_key(os.getpid()), "1", ex=600)
         client.close()
     except Exception:
@@ -230,6 +312,8 @@ def install(app: Celery) -> Celery:
 
     if BridgeStep not in app.steps["worker"]:
         app.steps["worker"].add(BridgeStep)
+    if str(app.conf.broker_url or "").startswith(("redis://", "rediss://", "unix://")):
+        _guard_redis_broker(str(app.conf.broker_url))
     app._bridge_installed = True  # job tasks' messages are held slot-free (bridge.strategy)
     _check_settings(app)
     backend = str(app.conf.result_backend or "")

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from bridge import keys
 from bridge.gateway.settings import GatewaySettings
+from bridge.redis_clients import riding_sync_client
 
 __all__ = ["GatewaySettings", "cancel_task", "get_gateway"]
 
@@ -27,7 +26,7 @@ def cancel_task(task_id: str, *, redis_url: str | None = None) -> None:
     to have Celery discard a queued message at once.
     """
     settings = GatewaySettings()
-    client = redis.Redis.from_url(redis_url or settings.redis_url)
+    client = riding_sync_client(redis_url or settings.redis_url)  # through a Redis restart
     try:
         client.set(keys.cancel(task_id), "1", ex=settings.journal_ttl)
     finally:

@@ -17,11 +17,10 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-import redis.asyncio as aioredis
 
 from bridge import errors
 from bridge import webhooks as bridge_webhooks
@@ -33,6 +32,7 @@ from bridge.gateway.settings import GatewaySettings
 from bridge.gateway.stream_writer import StreamWriter, collecting
 from bridge.gateway.transport import EndpointHandle, Transport
 from bridge.hooks import Hooks, JobContext
+from bridge.redis_clients import riding_async_client
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.gateway")
@@ -64,6 +64,9 @@ class Gateway:
         self.hooks = hooks if hooks is not None else Hooks.from_settings()
         self.pid = os.getpid()
         self._tokens = itertools.count()
+        #: Seconds from sending /run to its job id recorded, the latest 10,000 submits.
+        self.submit_windows: deque[float] = deque(maxlen=10_000)
+        self.stats = {"possible_double_submits": 0}
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="bridge-gateway", daemon=True)
@@ -74,8 +77,9 @@ class Gateway:
 
     def _serve(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        pool = aioredis.BlockingConnectionPool.from_url(self.settings.redis_url, max_connections=64, timeout=30)
-        self.redis = aioredis.Redis(connection_pool=pool)
+        # Every command rides a Redis restart or failover (BRIDGE_REDIS_OUTAGE): waits go on
+        # meanwhile and their outcomes are recorded once Redis is back.
+        self.redis = riding_async_client(self.settings.redis_url, max_connections=64)
         self.journal = Journal(self.redis, self.settings.journal_ttl)
         self.transport = Transport(self.settings, self.redis)
         self.streams = StreamWriter(self.redis, self.hooks, self.settings.stream_maxlen, self.settings.journal_ttl)
@@ -347,13 +351,18 @@ class Gateway:
                 return job_id, None
             if action == "cancelled":
                 raise Cancelled("revoked", None)
+            if action == "takeover":
+                self._possible_double(spec, handle)
+                break
             if action == "claimed":
                 break
             await asyncio.sleep(0.2)  # another delivery is submitting right now; it records soon
         policy = RetryPolicy(attempts=self.settings.submit_attempts, deadline=120.0)
         first, attempt = time.monotonic(), 0
+        sent = first
         while True:
             attempt += 1
+            sent = time.monotonic()
             try:
                 body = await self.transport.call(handle, call)
                 break
@@ -369,9 +378,24 @@ class Gateway:
                 await asyncio.sleep(delay)
         job_id = str(body["id"])
         await self.journal.record(spec.task_id, job_id)
+        # The submit window: from sending the /run that created the job to its id being in
+        # the journal. A worker dying inside it leaves a job a redelivery cannot resume.
+        self.submit_windows.append(time.monotonic() - sent)
         ctx.job_id = job_id
         await self.hooks.anotify("submitted", ctx, input=payload)
         return job_id, body
+
+    def _possible_double(self, spec: JobSpec, handle: EndpointHandle) -> None:
+        """An earlier delivery claimed this task and lapsed before recording a job id: its
+        /run may have reached the endpoint. This submit repeats the same Idempotency-Key,
+        which an endpoint that honours it answers with the first job; one that ignores it
+        runs a second job. Counted and logged as what it is."""
+        self.stats["possible_double_submits"] += 1
+        log.warning(
+            "bridge: %s: possible double submission to %s: an earlier delivery's claim lapsed before it "
+            "recorded a job id; submitting again with the same Idempotency-Key (an endpoint that honours "
+            "it returns the first job; RunPod documents no such key)", spec.task_id, handle.endpoint_id,
+        )
 
     async def _cancel_recorded(self, task_id: str) -> bool:
         entry = await self.journal.get(task_id)

@@ -19,19 +19,27 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from bridge import keys
+from bridge.redis_clients import athrough_outage
 
 # One round trip decides what a delivery does: resume a recorded job, submit (claim taken),
-# wait for a live claim, or stop because the task was cancelled before it submitted.
+# wait for a live claim, or stop because the task was cancelled before it submitted. The
+# claim's own token claims again (a retry whose first reply was lost to a Redis restart).
+# 'claimed' with 'takeover': an earlier claim lapsed in SUBMITTING, so its /run may have
+# reached the endpoint: this submit is a possible double submission.
 _CLAIM = """
 local jid = redis.call('HGET', KEYS[1], 'job_id')
 if jid then return {'resume', jid} end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'cancelled', ''} end
+local claim = redis.call('HGET', KEYS[1], 'claim')
+if claim == ARGV[3] then return {'claimed', ''} end
 local at = redis.call('HGET', KEYS[1], 'claim_at')
 if at and (tonumber(ARGV[1]) - tonumber(at)) < tonumber(ARGV[2]) then return {'wait', ''} end
+local lapsed = ''
+if at and redis.call('HGET', KEYS[1], 'state') == 'SUBMITTING' then lapsed = 'takeover' end
 redis.call('HSET', KEYS[1], 'claim', ARGV[3], 'claim_at', ARGV[1], 'endpoint_id', ARGV[4],
            'base_url', ARGV[5], 'state', 'SUBMITTING')
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-return {'claimed', ''}
+return {'claimed', lapsed}
 """
 
 
@@ -83,11 +91,17 @@ class Batcher:
     async def _flush(self) -> None:
         self.scheduled = False
         batch, self.pending = self.pending, []
-        pipe = self.redis.pipeline(transaction=False)
-        for add, _ in batch:
-            add(pipe)
+
+        async def execute() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for add, _ in batch:
+                add(pipe)
+            return list(await pipe.execute(raise_on_error=False))
+
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            # Through a Redis restart: the whole pipeline again (every command in it is safe
+            # to repeat; the claim script recognises its own claim).
+            replies = await athrough_outage(execute, getattr(self.redis, "outage_url", ""))
         except Exception as exc:
             for _, fut in batch:
                 if not fut.done():
@@ -114,15 +128,22 @@ class Journal:
     async def claim(
         self, task_id: str, endpoint_id: str, base_url: str, token: str, lease: float
     ) -> tuple[str, str | None]:
-        """('resume', job_id) | ('claimed', None) | ('wait', None) | ('cancelled', None)."""
+        """('resume', job_id) | ('claimed', None) | ('takeover', None) | ('wait', None) |
+        ('cancelled', None). ``takeover``: claimed after an earlier claim lapsed while
+        SUBMITTING (its /run may have reached the endpoint)."""
         args = [f"{time.time():.3f}", lease, token, endpoint_id, base_url, self.ttl]
-        action, job_id = await self.batch.run_script(self._claim, [keys.journal(task_id), keys.cancel(task_id)], args)
-        return _s(action), (_s(job_id) or None)
+        action, detail = await self.batch.run_script(self._claim, [keys.journal(task_id), keys.cancel(task_id)], args)
+        action, detail = _s(action), _s(detail)
+        if action == "claimed" and detail == "takeover":
+            return "takeover", None
+        return action, (detail or None)
 
     async def record(self, task_id: str, job_id: str) -> None:
-        """Write the job id the moment /run answered: from here on a redelivery resumes."""
+        """Write the job id the moment /run answered: from here on a redelivery resumes. Sent
+        at once on its own (not auto-pipelined behind other jobs' writes): this write closes
+        the submit window."""
         mapping = {"job_id": job_id, "state": "SUBMITTED", "submitted_at": f"{time.time():.3f}"}
-        await self.batch.call(lambda pipe: pipe.hset(keys.journal(task_id), mapping=mapping))
+        await self.redis.hset(keys.journal(task_id), mapping=mapping)
 
     async def finish(self, task_id: str, state: str, error: str | None = None) -> None:
         mapping = {"state": state, "finished_at": f"{time.time():.3f}"}

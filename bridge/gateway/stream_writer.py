@@ -11,6 +11,7 @@ from typing import Any
 
 from bridge import keys
 from bridge.hooks import Hooks, JobContext
+from bridge.redis_clients import athrough_outage
 
 Sink = Callable[[list[Any]], Awaitable[list[Any]]]
 
@@ -28,11 +29,16 @@ class StreamWriter:
 
         async def sink(chunks: list[Any]) -> list[Any]:
             out = [await self.hooks.atransform_chunk(ctx, c) for c in chunks]
-            pipe = self.redis.pipeline(transaction=False)
-            for chunk in out:
-                pipe.xadd(key, {"chunk": json.dumps(chunk, default=str)}, maxlen=self.maxlen, approximate=True)
-            pipe.expire(key, self.ttl)
-            await pipe.execute()
+
+            async def write() -> Any:
+                pipe = self.redis.pipeline(transaction=False)
+                for chunk in out:
+                    pipe.xadd(key, {"chunk": json.dumps(chunk, default=str)}, maxlen=self.maxlen, approximate=True)
+                pipe.expire(key, self.ttl)
+                return await pipe.execute()
+
+            # through a Redis restart (a pipeline cut by the restart may be sent twice)
+            await athrough_outage(write, getattr(self.redis, "outage_url", ""))
             return out
 
         return sink
