@@ -19,7 +19,6 @@ reader); subscriptions stay open and resume where the loop left off.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import uuid
 from typing import Any
@@ -30,15 +29,14 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import keys
+from bridge.stream_notify import TrackedKeys
+from bridge.stream_subscription import Subscription
 from bridge.streams import BLOCK_MS, COUNT, StreamEvent, id_order, parse_entry
 
 log = logging.getLogger("bridge.relay")
 
 #: Errors after which the loop reconnects and retries (an outage, not a bug).
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-#: Events a subscription may hold unread before it is dropped (a stuck client); the browser
-#: reconnects with Last-Event-ID and reads the rest from Redis.
-MAX_QUEUED = 10_000
 #: Connections for backlog reads and wake-ups (short commands; the loop has its own).
 POOL_SIZE = 8
 
@@ -55,67 +53,8 @@ def masked_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
-class Subscription:
-    """One reader of one task stream: :meth:`get` the next event, in id order, no repeats.
-
-    Waiting costs one future per wait and no timer: keep-alive wake-ups come from the hub's
-    single heartbeat (per-reader timers and tasks, 10,000 at a time, are what made the
-    garbage collector pause the relay for hundreds of milliseconds).
-    """
-
-    def __init__(self, task_id: str, after: str) -> None:
-        self.task_id = task_id
-        self.key = keys.stream(task_id)
-        self.after = after
-        self._last = id_order(after)
-        self._items: collections.deque[StreamEvent] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._held: list[StreamEvent] | None = None  # live entries while the backlog is read
-        #: Why the subscription stopped early (None while it runs): the client should reconnect.
-        self.dropped: str | None = None
-        self.ended = False
-
-    def push(self, event: StreamEvent) -> None:
-        if self.ended or self.dropped:
-            return
-        if self._held is not None:
-            self._held.append(event)
-            return
-        order = id_order(event.id)
-        if order <= self._last:
-            return  # already delivered (the backlog and the loop overlap)
-        self._last = order
-        self._items.append(event)
-        if event.eof:
-            self.ended = True
-        elif len(self._items) > MAX_QUEUED:
-            self.drop("the client reads too slowly")
-        self.wake()
-
-    def drop(self, reason: str) -> None:
-        if self.dropped is None and not self.ended:
-            self.dropped = reason
-            self.wake()
-
-    def wake(self) -> None:
-        """End the current :meth:`get` wait (an event, a drop, or a heartbeat)."""
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def get(self, timeout: float | None = None) -> StreamEvent | None:
-        """The next event; None when woken without one (the hub's heartbeat, or ``timeout``
-        s), once dropped, or after the end."""
-        if not self._items and not self.dropped and not self.ended:
-            loop = asyncio.get_running_loop()
-            self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, self.wake) if timeout is not None else None
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-                if timer is not None:
-                    timer.cancel()
-        return self._items.popleft() if self._items else None
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _arg(value: str) -> bytes:
@@ -145,8 +84,14 @@ class StreamHub:
     """The process's stream multiplexer. ``await start()`` once, ``await close()`` at exit."""
 
     def __init__(self, redis_url: str, *, block_ms: int = BLOCK_MS, count: int = COUNT,
-                 heartbeat: float = 15.0) -> None:
+                 heartbeat: float = 15.0, tracking: bool = True) -> None:
         self.redis_url = redis_url
+        self.tracking = tracking
+        #: "tracking" (Redis names the streams that moved) or "xread" (one XREAD BLOCK over all).
+        self.mode = "tracking" if tracking else "xread"
+        self._feed: TrackedKeys | None = None
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
         self.block_ms = block_ms
         self.count = count
         self.heartbeat = heartbeat
@@ -160,6 +105,7 @@ class StreamHub:
         self._pool: Any = None
         self._loop_task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
+        self._fetch_task: asyncio.Task[None] | None = None
         self._has_watches = asyncio.Event()
         self._down_since: float | None = None
         #: XREAD calls made (tests and the benchmark read it).
@@ -170,18 +116,19 @@ class StreamHub:
         return len(self._watches)
 
     async def start(self) -> None:
-        import redis.asyncio as aredis
+        from bridge.redis_clients import async_client  # it imports masked_url from here
 
-        self._reader_pool = aredis.ConnectionPool.from_url(self.redis_url)
+        # No socket timeout (XREAD blocks), TCP keepalive (a vanished peer still ends a read).
+        self._reader_pool = async_client(self.redis_url).connection_pool
         self._conn = self._reader_pool.make_connection()
         # A blocking pool: a burst of resumes waits for a free connection instead of failing.
-        self._pool = aredis.Redis.from_pool(aredis.BlockingConnectionPool.from_url(
-            self.redis_url, max_connections=POOL_SIZE, timeout=None))
+        self._pool = async_client(self.redis_url, POOL_SIZE)
         self._loop_task = asyncio.ensure_future(self._run())
+        self._fetch_task = asyncio.ensure_future(self._fetch_dirty())
         self._beat_task = asyncio.ensure_future(self._beat())
 
     async def close(self) -> None:
-        for own in (self._loop_task, self._beat_task):
+        for own in (self._loop_task, self._beat_task, self._fetch_task):
             if own is not None:
                 own.cancel()
                 await asyncio.gather(own, return_exceptions=True)
@@ -199,6 +146,8 @@ class StreamHub:
         if self._conn is not None:
             await self._conn.disconnect()
             await self._reader_pool.disconnect()
+        if self._feed is not None:
+            await self._feed.close()
 
     def drop_all(self, reason: str) -> None:
         """End every subscription now (a stopping server need not wait for its streams)."""
@@ -221,7 +170,10 @@ class StreamHub:
             watch = self._watches[sub.key] = _Watch(sub.key, after)
             watch.subs.add(sub)
             self._has_watches.set()
-            self._wake_loop()
+            if self.mode == "tracking":
+                self._mark_dirty([sub.key])  # read its backlog now
+            else:
+                self._wake_loop()
             return sub
         watch.subs.add(sub)
         upto = watch.last
@@ -273,12 +225,91 @@ class StreamHub:
         task.add_done_callback(self._tasks.discard)
 
     async def _beat(self) -> None:
-        """Wake every reader once per heartbeat (they write a keep-alive comment)."""
+        """Wake every reader once per heartbeat (they write a keep-alive comment), and check
+        the tracking connection."""
         while True:
             await asyncio.sleep(self.heartbeat)
             for watch in list(self._watches.values()):
                 for sub in list(watch.subs):
                     sub.wake()
+            feed = self._feed
+            if feed is not None and self.mode == "tracking" and self._down_since is None:
+                try:
+                    await asyncio.wait_for(feed.ping(), 10)
+                except (*REDIS_DOWN, asyncio.TimeoutError, AttributeError):
+                    await feed.abort()  # the feed reopens and re-reads everything
+
+    # -- tracking mode: Redis names the streams that moved; read only those ----------------
+
+    def _mark_dirty(self, changed: Any) -> None:
+        self._dirty.update(changed)
+        self._dirty_event.set()
+
+    async def _run(self) -> None:
+        if self.tracking and await self._run_tracked():
+            return
+        self.mode = "xread"
+        if self._watches:
+            self._wake_loop()
+        await self._run_xread()
+
+    async def _run_tracked(self) -> bool:
+        """Follow invalidation notices until cancelled; False when Redis cannot track."""
+        prefix = keys.stream("")
+        self._feed = feed = TrackedKeys(self.redis_url, prefix)
+        delay = 0.1
+        while True:
+            try:
+                await feed.open()
+            except ResponseError as exc:
+                log.info("Redis cannot track keys (%s); reading streams with one XREAD over all", exc)
+                await feed.close()
+                self._feed = None
+                return False
+            except REDIS_DOWN as exc:
+                self._outage(exc)
+                await asyncio.sleep(delay)  # back off while Redis is away
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.1
+            self._recovered()
+            self._mark_dirty(self._watches)  # anything may have moved while no one listened
+            try:
+                while True:
+                    changed = await feed.next()
+                    if changed is None:
+                        self._mark_dirty(self._watches)
+                    else:
+                        self._mark_dirty(k for k in changed if k in self._watches)
+            except REDIS_DOWN as exc:
+                await feed.close()
+                self._outage(exc)
+
+    async def _fetch_dirty(self) -> None:
+        """Read the streams that moved (one XREAD at a time, so ids only move forward)."""
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            batch = [self._watches[k] for k in self._dirty if k in self._watches]
+            self._dirty.clear()
+            if not batch:
+                continue
+            try:
+                self.reads += 1
+                reply = await self._pool.xread({w.key: w.last for w in batch}, count=self.count)
+            except REDIS_DOWN:
+                self._dirty.update(w.key for w in batch)  # re-read once the feed is back
+                continue
+            except ResponseError:
+                await self._drop_bad_keys()
+                continue
+            streams = list(reply.items() if isinstance(reply, dict) else reply or [])
+            self._fan_out(streams)
+            full = [_text(k) for k, entries in streams if len(entries) >= self.count]
+            if full:
+                self._mark_dirty(full)  # more than one XREAD's worth waiting
+
+    # -- xread mode: one XREAD BLOCK over every watched stream -----------------------------
 
     def _packed_xread(self) -> bytes:
         watches = [self._wake, *self._watches.values()]
@@ -286,7 +317,7 @@ class StreamHub:
                 _arg("BLOCK"), _arg(str(self.block_ms)), _arg("STREAMS")]
         return b"".join([*head, *(w.key_arg for w in watches), *(w.id_arg for w in watches)])
 
-    async def _run(self) -> None:
+    async def _run_xread(self) -> None:
         delay = 0.1
         while True:
             if not self._watches:
@@ -318,15 +349,13 @@ class StreamHub:
                 continue
             delay = 0.1
             self._wake_pending = False
-            if self._down_since is not None:
-                self._down_since = None
-                log.warning("Redis at %s is reachable again; streams resume", masked_url(self.redis_url))
+            self._recovered()
             if reply:
                 self._fan_out(reply.items() if isinstance(reply, dict) else reply)
 
     def _fan_out(self, reply: Any) -> None:
         for raw_key, entries in reply:
-            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            key = _text(raw_key)
             watch = self._wake if key == self._wake_key else self._watches.get(key)
             if watch is None:
                 continue  # every reader left while the read was in flight
@@ -354,6 +383,11 @@ class StreamHub:
                     sub.drop(f"{key} is not a stream")
                 dropped += 1
         return dropped
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            self._down_since = None
+            log.warning("Redis at %s is reachable again; streams resume", masked_url(self.redis_url))
 
     def _outage(self, exc: BaseException) -> None:
         import time

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
@@ -27,9 +28,15 @@ async def drain(sub: Subscription, timeout: float = 10) -> list[StreamEvent]:
             return got
 
 
-async def test_a_joiner_from_the_start_gets_backlog_then_live_without_gaps_or_repeats(redis_url):
+@pytest.fixture(params=["tracking", "xread"])
+def mode(request) -> str:
+    """Both ways the hub learns what moved: Redis's key tracking, or one XREAD over all."""
+    return request.param
+
+
+async def test_a_joiner_from_the_start_gets_backlog_then_live_without_gaps_or_repeats(redis_url, mode):
     r = redis.Redis.from_url(redis_url)
-    hub = StreamHub(redis_url)
+    hub = StreamHub(redis_url, tracking=mode == "tracking")
     await hub.start()
     try:
         first = await hub.subscribe("t", "0")
@@ -56,31 +63,37 @@ async def test_a_joiner_from_the_start_gets_backlog_then_live_without_gaps_or_re
         assert [e.chunk for e in got_resume[:-1]] == expected[10:]
         assert all(g[-1].eof and g[-1].status == "COMPLETED" for g in (rest_first, got_late, got_resume))
         assert hub.watched == 0  # an ended stream leaves the loop
+        assert hub.mode == mode
     finally:
         await hub.close()
 
 
-async def test_many_streams_are_read_by_one_loop(redis_url):
+async def test_many_streams_share_a_few_connections(redis_url, mode):
     r = redis.Redis.from_url(redis_url)
-    hub = StreamHub(redis_url)
+    before = len(r.client_list())
+    hub = StreamHub(redis_url, tracking=mode == "tracking")
     await hub.start()
     try:
-        subs = [await hub.subscribe(f"s{i}") for i in range(50)]
-        for i in range(50):
-            append(r, f"s{i}", i)
-            finish(r, f"s{i}")
+        subs = [await hub.subscribe(f"s{i}") for i in range(200)]
+        pipe = r.pipeline(transaction=False)
+        for i in range(200):
+            pipe.xadd(keys.stream(f"s{i}"), {"chunk": json.dumps(i)})
+            pipe.xadd(keys.stream(f"s{i}"), {"eof": "1", "status": "COMPLETED"})
+        pipe.execute()
         results = await asyncio.gather(*(drain(s) for s in subs))
-        assert [g[0].chunk for g in results] == list(range(50))
-        # All 50 streams arrived through a handful of XREADs, not one blocked read each.
-        assert hub.reads < 50
+        assert [g[0].chunk for g in results] == list(range(200))
+        # 200 streams: the loop's connection(s) and a few short-command ones, not one each.
+        assert len(r.client_list()) - before <= 4
+        # Each read covered many streams at once.
+        assert hub.reads < 100
     finally:
         await hub.close()
 
 
-async def test_readers_wait_through_a_redis_outage_and_resume(caplog):
+async def test_readers_wait_through_a_redis_outage_and_resume(caplog, mode):
     caplog.set_level(logging.INFO, logger="bridge.relay")
     server = EmbeddedRedis(require_real=True).start()
-    hub = StreamHub(server.url, block_ms=300)
+    hub = StreamHub(server.url, block_ms=300, tracking=mode == "tracking")
     await hub.start()
     try:
         sub = await hub.subscribe("o")
@@ -105,10 +118,10 @@ async def test_readers_wait_through_a_redis_outage_and_resume(caplog):
         server.stop()
 
 
-async def test_a_key_that_is_not_a_stream_drops_only_its_readers(redis_url):
+async def test_a_key_that_is_not_a_stream_drops_only_its_readers(redis_url, mode):
     r = redis.Redis.from_url(redis_url)
     r.set(keys.stream("wrong"), "a string, not a stream")
-    hub = StreamHub(redis_url)
+    hub = StreamHub(redis_url, tracking=mode == "tracking")
     await hub.start()
     try:
         good = await hub.subscribe("good")
@@ -122,9 +135,9 @@ async def test_a_key_that_is_not_a_stream_drops_only_its_readers(redis_url):
 
 
 def test_a_reader_that_falls_too_far_behind_is_dropped(monkeypatch):
-    import bridge.stream_hub
+    import bridge.stream_subscription
 
-    monkeypatch.setattr(bridge.stream_hub, "MAX_QUEUED", 3)
+    monkeypatch.setattr(bridge.stream_subscription, "MAX_QUEUED", 3)
     sub = Subscription("t", "0")
     for i in range(1, 6):
         sub.push(StreamEvent(f"{i}-0", chunk=i))
