@@ -15,7 +15,6 @@ import logging
 import threading
 from typing import Any
 
-import redis
 from celery import Celery, Task, shared_task
 from celery.exceptions import Reject
 
@@ -23,6 +22,7 @@ from bridge import errors
 from bridge.batch import store as st
 from bridge.batch.engine import error_dict
 from bridge.batch.redis_store import RedisStore
+from bridge.redis_clients import riding_sync_client
 from bridge.tasks import HELD_PLANS, BridgeTask, bind_arguments, deliver, run_outcome
 
 log = logging.getLogger("bridge.batch")
@@ -55,7 +55,7 @@ def _store(batch_id: str) -> RedisStore:
     with _stores_lock:
         found = _stores.get(batch_id)
         if found is None:
-            client = redis.Redis.from_url(_redis_url())
+            client = riding_sync_client(_redis_url())  # records ride a Redis restart
             found = _stores[batch_id] = RedisStore(client, batch_id)
             if len(_stores) > 64:  # old batches: drop the oldest handle
                 _stores.pop(next(iter(_stores))).close()

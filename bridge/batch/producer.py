@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import redis
 from celery import Celery
 
 from bridge import errors, keys
@@ -30,6 +29,7 @@ from bridge.batch.handle import BatchHandle, Progress
 from bridge.batch.options import Options
 from bridge.batch.redis_store import RedisStore
 from bridge.batch.tripwire import Tripwire, is_endpoint_wide
+from bridge.redis_clients import outage_seconds, riding_sync_client, through_outage
 
 #: How often the producer looks at the completion counter while the batch is full.
 WATCH_INTERVAL = 0.05
@@ -39,6 +39,11 @@ def _redis_url() -> str:
     from bridge.gateway.settings import default_redis_url
 
     return default_redis_url()
+
+
+# kombu's publish retries (Connection.ensure), spanning BRIDGE_REDIS_OUTAGE: 2 s apart at most.
+_PUBLISH_RETRY = {"max_retries": int(outage_seconds() / 2) + 5, "interval_start": 0.1, "interval_step": 0.5,
+                  "interval_max": 2.0}
 
 
 def _error_class(item: st.Item) -> type[BaseException] | None:
@@ -52,7 +57,8 @@ class CeleryBatch(BatchHandle):
 
     def __init__(self, app: Celery, batch_id: str, endpoint_id: str, inputs: Iterable[Any], options: Options,
                  *, total: int | None = None, redis_url: str | None = None) -> None:
-        self.redis = redis.Redis.from_url(redis_url or _redis_url())
+        # Every command rides a Redis restart (BRIDGE_REDIS_OUTAGE): the CLI waits, not dies.
+        self.redis = riding_sync_client(redis_url or _redis_url())
         super().__init__(batch_id, RedisStore(self.redis, batch_id))
         self.rstore: RedisStore = self.store  # type: ignore[assignment]
         self.app = app
@@ -141,6 +147,7 @@ class CeleryBatch(BatchHandle):
                     "bridge.batch_item", args=[value, self.endpoint_id, self.batch_id, index],
                     kwargs={"attempt": attempt, "policy": self.options.policy, "base_url": self.options.base_url},
                     task_id=self.task_id(index, attempt), ignore_result=True,
+                    retry=True, retry_policy=_PUBLISH_RETRY,  # the broker restarting: publish once it is back
                 )
             self._notify()
         else:
@@ -218,10 +225,13 @@ class CeleryBatch(BatchHandle):
             self._cancel.set()
             self._halt.set()
         ids = [self.task_id(i, attempt) for i, attempt in self.rstore.unfinished_enqueued()]
-        pipe = self.redis.pipeline()
-        for task_id in ids:
-            pipe.set(keys.cancel(task_id), "1", ex=86400)
-        pipe.execute()
+        def set_keys() -> None:
+            pipe = self.redis.pipeline()
+            for task_id in ids:
+                pipe.set(keys.cancel(task_id), "1", ex=86400)
+            pipe.execute()
+
+        through_outage(set_keys, _redis_url())
         if wait and not self._finished.wait(timeout):
             raise errors.Timeout(f"batch {self.batch_id} did not finish cancelling in {timeout} s", None,
                                  self.endpoint_id, None, timeout)

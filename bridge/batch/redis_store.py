@@ -22,6 +22,7 @@ from typing import Any
 
 from bridge import keys
 from bridge.batch import store as st
+from bridge.redis_clients import through_outage
 
 _RECORD = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -162,11 +163,18 @@ class RedisStore:
         return bool(self.r.hexists(self.k_enqueued, index))
 
     def mark_enqueued(self, index: int, attempt: int) -> None:
-        pipe = self.r.pipeline()
-        pipe.hset(self.k_enqueued, index, attempt)
-        pipe.hincrby(self.k_meta, "enqueued", 1)
-        pipe.expire(self.k_enqueued, self.ttl)
-        pipe.execute()
+        def mark() -> None:
+            pipe = self.r.pipeline()
+            pipe.hset(self.k_enqueued, index, attempt)
+            pipe.hincrby(self.k_meta, "enqueued", 1)
+            pipe.expire(self.k_enqueued, self.ttl)
+            pipe.execute()
+
+        url = getattr(self.r, "outage_url", "")
+        if url:  # a client that rides Redis restarts (riding_sync_client): the pipeline too
+            through_outage(mark, url)
+        else:
+            mark()
 
     def reopen(self, index: int, state: str = st.CANCELLED) -> bool:
         """Forget a finished input in ``state`` so it is enqueued again (False: not in it)."""

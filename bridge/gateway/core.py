@@ -64,8 +64,9 @@ class Gateway:
         self.hooks = hooks if hooks is not None else Hooks.from_settings()
         self.pid = os.getpid()
         self._tokens = itertools.count()
-        #: Seconds from sending /run to its job id recorded, the latest 10,000 submits.
-        self.submit_windows: deque[float] = deque(maxlen=10_000)
+        #: The submit window of the latest 10,000 submits: (seconds /run took to answer,
+        #: seconds the job id then took to be in the journal).
+        self.submit_windows: deque[tuple[float, float]] = deque(maxlen=10_000)
         self.stats = {"possible_double_submits": 0}
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -377,10 +378,12 @@ class Gateway:
                 await self.hooks.anotify("retried", ctx, error=exc, delay=delay)
                 await asyncio.sleep(delay)
         job_id = str(body["id"])
+        answered = time.monotonic()
         await self.journal.record(spec.task_id, job_id)
         # The submit window: from sending the /run that created the job to its id being in
-        # the journal. A worker dying inside it leaves a job a redelivery cannot resume.
-        self.submit_windows.append(time.monotonic() - sent)
+        # the journal (the /run round trip, then the write). A worker dying inside it leaves
+        # a job a redelivery cannot resume.
+        self.submit_windows.append((answered - sent, time.monotonic() - answered))
         ctx.job_id = job_id
         await self.hooks.anotify("submitted", ctx, input=payload)
         return job_id, body

@@ -17,6 +17,8 @@ from typing import Any
 
 from bridge import errors
 from bridge.batch.waiting import OnStarted
+from bridge.client._wire import scrub_value
+from bridge.redis_clients import athrough_outage
 from bridge.status import is_terminal
 from bridge.webhooks.receiver import inbox_key, registration_key
 from bridge.webhooks.secrets import receiver_key, webhook_url
@@ -58,9 +60,9 @@ class WebhookWaiter:
     async def _ready(self) -> None:
         async with self._lock:
             if self._redis is None:
-                import redis.asyncio as aredis
+                from bridge.redis_clients import riding_async_client
 
-                client = aredis.Redis.from_url(self.redis_url)
+                client = riding_async_client(self.redis_url)  # registrations ride a Redis restart
                 self._key = await receiver_key(client)
                 self._redis = client
             if self._listener is None or self._listener.done():
@@ -81,11 +83,14 @@ class WebhookWaiter:
         relay = relay or self.relay
         if relay:
             mapping["relay"] = relay
-        pipe = self._redis.pipeline()
-        pipe.hset(registration_key(ref), mapping=mapping)
-        pipe.hdel(registration_key(ref), "delivered")
-        pipe.expire(registration_key(ref), self.ttl)
-        await pipe.execute()
+        async def register() -> Any:
+            pipe = self._redis.pipeline()
+            pipe.hset(registration_key(ref), mapping=mapping)
+            pipe.hdel(registration_key(ref), "delivered")
+            pipe.expire(registration_key(ref), self.ttl)
+            return await pipe.execute()
+
+        await athrough_outage(register, self.redis_url)
         if await_here:
             self._futures.setdefault(ref, asyncio.get_running_loop().create_future())
         return webhook_url(self.public_url, self._key, ref)
@@ -109,28 +114,28 @@ class WebhookWaiter:
         return await self.url_for(self.ref(batch_id, index))
 
     async def _listen(self) -> None:
-        import redis.asyncio as aredis
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
+        from bridge.redis_clients import async_client
 
-        blocking = aredis.Redis.from_url(self.redis_url)
+        # Health-checked, keepalive; a socket timeout above the BLPOP's 2 s.
+        blocking = async_client(self.redis_url, socket_timeout=10.0)
         try:
             while True:
                 try:
-                    # Blocks for less than redis-py's default 5 s socket timeout.
-                    item = await blocking.blpop([inbox_key(self.inbox)], timeout=2)
-                except (RedisTimeoutError, RedisConnectionError) as exc:
+                    # Through a Redis restart: waits (one warning per outage), then reads on.
+                    item = await athrough_outage(
+                        lambda: blocking.blpop([inbox_key(self.inbox)], timeout=2), self.redis_url)
+                except errors.RedisUnavailable as exc:
                     log.warning("webhook inbox read failed (%s); retrying", type(exc).__name__)
-                    await asyncio.sleep(0.5)
                     continue
                 if item is None:
                     continue
                 message = json.loads(item[1])
+                body = scrub_value(message["body"])  # API keys an endpoint echoed: masked
                 future = self._futures.get(message["ref"])
                 if future is not None and not future.done():
-                    future.set_result(message["body"])
+                    future.set_result(body)
                 elif future is None and self.on_delivery is not None:
-                    self.on_delivery(message["ref"], message["body"])
+                    self.on_delivery(message["ref"], body)
         finally:
             await blocking.aclose()
 

@@ -239,3 +239,78 @@ def run_outage(pool: str, *, jobs: int = 300, seconds: float = 5.0, outage: floa
         client.close()
         server.stop()
     return figures
+
+
+@dataclass
+class BatchFigures:
+    """How ``bridge batch --celery`` ended across the outage."""
+
+    items: int
+    exit_code: int | None = None
+    correct: int = 0
+    lines: int = 0
+    run_requests: int = 0
+    jobs_created: int = 0
+    worker_alive: bool = True
+    stderr: str = ""
+
+    def line(self) -> str:
+        return (f"bridge batch --celery exit {self.exit_code}: {self.correct}/{self.items} correct lines "
+                f"({self.lines} written), {max(0, self.run_requests - self.items)} possible double submits, "
+                f"{self.jobs_created} remote jobs")
+
+
+def run_batch_outage(pool: str, *, items: int = 300, seconds: float = 5.0, outage: float = 3.0,
+                     settle: float = 60.0, log: Callable[[str], None] = lambda _: None) -> BatchFigures:
+    """``bridge batch --celery`` (the CLI as producer) over ``items`` jobs of ``seconds``, with
+    Redis killed -9 once every item was received by the worker, back ``outage`` s later."""
+    figures = BatchFigures(items)
+    server = FaultRedis()
+    worker = None
+    client = redis.Redis.from_url(server.url)
+    work = Path(tempfile.mkdtemp(prefix="bridge-fault-batch-"))
+    try:
+        with endpoint() as ep:
+            app = producer_app(server.url)
+            worker = Worker(server.url, ep.base_url, pool, f"batch-{pool}-{int(outage)}s")
+            worker.wait_ready(app)
+            (work / "in.jsonl").write_text("".join(json.dumps({"seconds": seconds}) + "\n" for _ in range(items)))
+            env = {**os.environ, "CELERY_BROKER_URL": server.url, "CELERY_RESULT_BACKEND": server.url,
+                   "BRIDGE_REDIS_URL": server.url, "RUNPOD_API_KEY": API_KEY}
+            cli = subprocess.Popen(
+                [str(Path(sys.executable).parent / "bridge"), "batch", str(work / "in.jsonl"), "-o",
+                 str(work / "out.jsonl"), "-e", "sleep", "--celery", "-c", str(items), "--base-url", ep.base_url,
+                 "--progress-interval", "1"],
+                cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            )
+            try:
+                wait_until(lambda: client.hlen("unacked") >= items and ep.submissions() >= 1, 60, 0.005)
+                log(f"{ep.submissions()} of {items} submitted: killing Redis (-9) for {outage:g} s")
+                server.kill()
+                threading.Event().wait(outage)  # the outage itself, not a synchronisation
+                server.restart()
+                _, err = cli.communicate(timeout=settle + seconds)
+                figures.stderr = err.decode(errors="replace")[-2000:]
+            finally:
+                if cli.poll() is None:
+                    os.killpg(cli.pid, signal.SIGKILL)
+                    cli.wait(10)
+            figures.exit_code = cli.returncode
+            out = work / "out.jsonl"
+            lines = out.read_text().splitlines() if out.exists() else []
+            figures.lines = len(lines)
+            figures.correct = sum(1 for raw in lines if json.loads(raw).get("output") == {"slept": seconds})
+            figures.run_requests = ep.stats().get("run", 0)
+            figures.jobs_created = ep.submissions()
+            figures.worker_alive = worker.proc.poll() is None
+            log(f"{figures.line()}; worker alive: {figures.worker_alive}")
+            worker.stop()
+            worker = None
+    finally:
+        if worker is not None:
+            log(worker.output()[-3000:])
+            worker.stop()
+        client.close()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return figures

@@ -1,5 +1,6 @@
 """Redis killed (-9) and restarted on its port 3 s later with 300 x 5 s ``bridge.run`` jobs in
-flight, on prefork and threads: every task ends with its correct result, none is left
+flight, on prefork and threads (and the same for `bridge batch --celery`, whose CLI rides the
+outage): every task ends with its correct result, none is left
 unfinished 60 s after Redis is back, no job is submitted twice, and the worker lives on.
 Its own redis-server (AOF, ``appendfsync always``), the local endpoint and a ``celery -A
 bridge.app worker`` subprocess whose broker, result backend and bridge keys are that Redis,
@@ -9,7 +10,7 @@ long outage (60 s) is ``python -m bench.faults``."""
 from __future__ import annotations
 
 import pytest
-from fault_harness import run_outage
+from fault_harness import run_batch_outage, run_outage
 
 
 @pytest.mark.slow
@@ -23,3 +24,15 @@ def test_300_jobs_survive_a_redis_kill_and_restart(pool: str) -> None:
     assert figures.run_requests == 300, "a task sent /run more than once"
     assert figures.jobs_created == 300
     assert figures.double_submits_logged == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_bridge_batch_celery_survives_a_redis_kill_and_restart(pool: str) -> None:
+    figures = run_batch_outage(pool, items=300, seconds=5.0, outage=3.0, settle=60.0)
+    assert figures.exit_code == 0, f"the CLI failed: {figures.stderr}"
+    assert figures.worker_alive, "the worker exited during the outage"
+    assert figures.lines == 300 and figures.correct == 300, figures.line()
+    assert figures.run_requests == 300, "an item sent /run more than once"
+    assert figures.jobs_created == 300
+    assert "Traceback" not in figures.stderr
