@@ -25,7 +25,7 @@ log = logging.getLogger("bridge.relay")
 
 
 def check_redis(url: str, timeout: float = 5.0) -> None:
-    """One PING; raises :class:`bridge.errors.TransportError` naming the (masked) URL."""
+    """One PING; raises :class:`bridge.errors.RedisUnavailable` naming the (masked) URL."""
     import redis
     from redis.exceptions import RedisError
 
@@ -36,10 +36,10 @@ def check_redis(url: str, timeout: float = 5.0) -> None:
         client.ping()
     except (RedisError, OSError) as exc:
         password = client.connection_pool.connection_kwargs.get("password")
-        raise errors.TransportError(
+        raise errors.RedisUnavailable(
             f"cannot reach Redis at {masked_url(url)}: {errors.scrub(str(exc), password)}", None, None,
             "that Redis runs there and accepts this client (--redis-url, else BRIDGE_REDIS_URL or the "
-            "Celery result backend's URL)",
+            "Celery result backend's URL)", masked_url(url), None,
         ) from None
     finally:
         client.close()
@@ -73,7 +73,7 @@ def relay_command(host: str, port: int, redis_url: str | None, webhooks: bool, c
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     secret = None if open_streams else relay_secret()  # ConfigurationError: exit 7
     url = redis_url or default_redis_url()
-    check_redis(url)  # TransportError: exit 5
+    check_redis(url)  # RedisUnavailable: exit 5
     streams = "OPEN (no token needed: --open-streams)" if open_streams else "token required"
     try:
         asyncio.run(_serve(host, port, url, secret, webhooks, cors_origin,

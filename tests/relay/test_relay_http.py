@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import redis
 
+import bridge.sse
 from bridge.errors import ConfigurationError
 from bridge.sse import HUB_KEY, make_app
 from bridge.stream_tokens import stream_token
@@ -126,3 +127,17 @@ async def test_open_streams_serve_without_a_token(redis_url):
             async with session.get(f"{server.url}/streams/open") as resp:
                 assert chunks(await read_sse(resp)) == ["x"]
 
+
+
+async def test_idle_streams_get_keep_alive_comments(redis_url, monkeypatch):
+    from bridge.testing import AppServer
+
+    monkeypatch.setattr(bridge.sse, "HEARTBEAT", 0.2)
+    with AppServer(make_app(redis_url, secret=SECRET)) as server:
+        async with aiohttp.ClientSession() as session:
+            link = f"{server.url}/streams/quiet?token={stream_token('quiet', secret=SECRET)}"
+            async with session.get(link) as resp:
+                lines = []
+                while len([x for x in lines if x == b": keep-alive\n"]) < 2:
+                    lines.append(await asyncio.wait_for(resp.content.readline(), 10))
+    assert lines[0] == b"retry: 2000\n"
