@@ -124,6 +124,7 @@ class Journal:
         self.ttl = ttl
         self._claim = redis.register_script(_CLAIM)
         self.batch = Batcher(redis)
+        self.records = Batcher(redis)  # job ids only: see record()
 
     async def claim(
         self, task_id: str, endpoint_id: str, base_url: str, token: str, lease: float
@@ -139,11 +140,13 @@ class Journal:
         return action, (detail or None)
 
     async def record(self, task_id: str, job_id: str) -> None:
-        """Write the job id the moment /run answered: from here on a redelivery resumes. Sent
-        at once on its own (not auto-pipelined behind other jobs' writes): this write closes
-        the submit window."""
+        """Write the job id the moment /run answered: from here on a redelivery resumes. This
+        write closes the submit window, so it has a pipeline of its own, sent at the next loop
+        turn with only the other job ids answered in the same turn: never queued behind
+        claims, start checks, finishes or meta (one command per job on a pool of 64
+        connections measured 4x slower at p99 in a burst of 2,000: bench.faults)."""
         mapping = {"job_id": job_id, "state": "SUBMITTED", "submitted_at": f"{time.time():.3f}"}
-        await self.redis.hset(keys.journal(task_id), mapping=mapping)
+        await self.records.call(lambda pipe: pipe.hset(keys.journal(task_id), mapping=mapping))
 
     async def finish(self, task_id: str, state: str, error: str | None = None) -> None:
         mapping = {"state": state, "finished_at": f"{time.time():.3f}"}

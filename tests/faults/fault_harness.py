@@ -162,9 +162,61 @@ def endpoint() -> Iterator[LocalEndpoint]:
         ep.close()
 
 
+@dataclass
+class Scene:
+    """One scenario's processes: its Redis, the endpoint, a worker, a producer app."""
+
+    server: FaultRedis
+    ep: LocalEndpoint
+    app: Celery
+    worker: Worker
+    client: redis.Redis
+
+    def outage(self, jobs: int, outage: float, log: Callable[[str], None]) -> None:
+        """Kill Redis once the worker received all ``jobs`` and start it ``outage`` s later.
+
+        Every message received (in the broker's unacked set) before the kill: kombu's Redis
+        transport pops a message (BRPOP) before recording it as unacked, so a kill while the
+        queue is being fetched can lose the message in between (docs/celery.md, Brokers);
+        that is kombu's, not what these scenarios measure."""
+        wait_until(lambda: self.client.hlen("unacked") >= jobs and self.ep.submissions() >= 1, 60, 0.005)
+        log(f"{self.ep.submissions()} of {jobs} submitted: killing Redis (-9) for {outage:g} s")
+        self.server.kill()
+        threading.Event().wait(outage)  # the outage itself, not a synchronisation
+        self.server.restart()
+        log("Redis is back")
+
+    def finish(self, log: Callable[[str], None]) -> tuple[bool, str]:
+        """Stop the worker; (whether it was still alive, its log)."""
+        alive = self.worker.proc.poll() is None
+        self.worker.stop()
+        return alive, self.worker.output()
+
+
+@contextmanager
+def scene(pool: str, name: str, log: Callable[[str], None]) -> Iterator[Scene]:
+    server = FaultRedis()
+    client = redis.Redis.from_url(server.url)
+    worker = None
+    try:
+        with endpoint() as ep:
+            app = producer_app(server.url)
+            worker = Worker(server.url, ep.base_url, pool, name)
+            worker.wait_ready(app)
+            yield Scene(server, ep, app, worker, client)
+    finally:
+        if worker is not None and worker.proc.poll() is None:
+            log(worker.output()[-3000:])
+            worker.stop()
+        client.close()
+        server.stop()
+
+
 def where(client: redis.Redis, task_id: str) -> str:
     """Where an unfinished task is: its journal entry, its message queued or unacked."""
-    journal = {k.decode(): v.decode() for k, v in client.hgetall(f"bridge:job:{task_id}").items()}
+    from bridge.gateway.journal import read
+
+    journal = read(client, task_id)
     queued = any(task_id.encode() in m for m in client.lrange("celery", 0, -1))
     unacked = any(task_id.encode() in m for m in client.hvals("unacked"))
     return f"journal={journal.get('state')} job={journal.get('job_id')} queued={queued} unacked={unacked}"
@@ -179,65 +231,40 @@ def run_outage(pool: str, *, jobs: int = 300, seconds: float = 5.0, outage: floa
                settle: float = 60.0, log: Callable[[str], None] = lambda _: None) -> Figures:
     """The scenario of the module docstring; returns its figures."""
     figures = Figures(jobs, outage)
-    server = FaultRedis()
-    worker = None
-    client = redis.Redis.from_url(server.url)
-    try:
-        with endpoint() as ep:
-            app = producer_app(server.url)
-            worker = Worker(server.url, ep.base_url, pool, f"{pool}-{int(outage)}s")
-            worker.wait_ready(app)
-            ids = [app.send_task("bridge.run", args=[{"seconds": seconds}, "sleep"]).id for _ in range(jobs)]
-            # Every message received (in the broker's unacked set) before the kill: kombu's
-            # Redis transport pops a message (BRPOP) before recording it as unacked, so a kill
-            # while the queue is being fetched can lose the message in between (docs/celery.md,
-            # Brokers); that is kombu's, not what this scenario measures.
-            wait_until(lambda: client.hlen("unacked") >= jobs and ep.submissions() >= 1, 60, 0.005)
-            log(f"{ep.submissions()} of {jobs} submitted: killing Redis (-9) for {outage:g} s")
-            server.kill()
-            threading.Event().wait(outage)  # the outage itself, not a synchronisation
-            server.restart()
-            back = time.monotonic()
-            log("Redis is back")
+    with scene(pool, f"{pool}-{int(outage)}s", log) as sc:
+        client, ep = sc.client, sc.ep
+        ids = [sc.app.send_task("bridge.run", args=[{"seconds": seconds}, "sleep"]).id for _ in range(jobs)]
+        sc.outage(jobs, outage, log)
+        back = time.monotonic()
 
-            def settled() -> bool:
-                try:
-                    states = _states(client, ids)
-                except redis.exceptions.RedisError:
-                    return False
-                return all(s is not None and s.get("status") in ("SUCCESS", "FAILURE", "REVOKED") for s in states)
-
+        def settled() -> bool:
             try:
-                wait_until(settled, settle, 0.2)
-            except AssertionError:
-                pass
-            states = _states(client, ids)
-            done = [s for s in states if s is not None and s.get("date_done")]
-            if done and len(done) == len(states):
-                figures.recovered_in = time.monotonic() - back
-            for task_id, meta in zip(ids, states, strict=True):
-                status = (meta or {}).get("status")
-                if status == "SUCCESS" and meta and meta.get("result") == {"slept": seconds}:
-                    figures.correct += 1
-                elif status in ("FAILURE", "REVOKED", "SUCCESS"):
-                    result = (meta or {}).get("result")
-                    figures.failed[task_id] = f"{status}: {json.dumps(result)[:200]}"
-                else:
-                    figures.unfinished += 1
-                    figures.stuck[task_id] = where(client, task_id)
-            figures.run_requests = ep.stats().get("run", 0)
-            figures.jobs_created = ep.submissions()
-            figures.worker_alive = worker.proc.poll() is None
-            log(f"{figures.line()}; worker alive: {figures.worker_alive}")
-            worker.stop()
-            figures.double_submits_logged = worker.output().count("possible double submission")
-            worker = None
-    finally:
-        if worker is not None:
-            log(worker.output()[-3000:])
-            worker.stop()
-        client.close()
-        server.stop()
+                states = _states(client, ids)
+            except redis.exceptions.RedisError:
+                return False
+            return all(s is not None and s.get("status") in ("SUCCESS", "FAILURE", "REVOKED") for s in states)
+
+        try:
+            wait_until(settled, settle, 0.2)
+        except AssertionError:
+            pass  # counted below as unfinished
+        states = _states(client, ids)
+        if all(s is not None and s.get("date_done") for s in states):
+            figures.recovered_in = time.monotonic() - back
+        for task_id, meta in zip(ids, states, strict=True):
+            status = (meta or {}).get("status")
+            if status == "SUCCESS" and meta and meta.get("result") == {"slept": seconds}:
+                figures.correct += 1
+            elif status in ("FAILURE", "REVOKED", "SUCCESS"):
+                figures.failed[task_id] = f"{status}: {json.dumps((meta or {}).get('result'))[:200]}"
+            else:
+                figures.unfinished += 1
+                figures.stuck[task_id] = where(client, task_id)
+        figures.run_requests = ep.stats().get("run", 0)
+        figures.jobs_created = ep.submissions()
+        figures.worker_alive, output = sc.finish(log)
+        figures.double_submits_logged = output.count("possible double submission")
+        log(f"{figures.line()}; worker alive: {figures.worker_alive}")
     return figures
 
 
@@ -265,18 +292,13 @@ def run_batch_outage(pool: str, *, items: int = 300, seconds: float = 5.0, outag
     """``bridge batch --celery`` (the CLI as producer) over ``items`` jobs of ``seconds``, with
     Redis killed -9 once every item was received by the worker, back ``outage`` s later."""
     figures = BatchFigures(items)
-    server = FaultRedis()
-    worker = None
-    client = redis.Redis.from_url(server.url)
     work = Path(tempfile.mkdtemp(prefix="bridge-fault-batch-"))
     try:
-        with endpoint() as ep:
-            app = producer_app(server.url)
-            worker = Worker(server.url, ep.base_url, pool, f"batch-{pool}-{int(outage)}s")
-            worker.wait_ready(app)
+        with scene(pool, f"batch-{pool}-{int(outage)}s", log) as sc:
+            url, ep = sc.server.url, sc.ep
             (work / "in.jsonl").write_text("".join(json.dumps({"seconds": seconds}) + "\n" for _ in range(items)))
-            env = {**os.environ, "CELERY_BROKER_URL": server.url, "CELERY_RESULT_BACKEND": server.url,
-                   "BRIDGE_REDIS_URL": server.url, "RUNPOD_API_KEY": API_KEY}
+            env = {**os.environ, "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
+                   "BRIDGE_REDIS_URL": url, "RUNPOD_API_KEY": API_KEY}
             cli = subprocess.Popen(
                 [str(Path(sys.executable).parent / "bridge"), "batch", str(work / "in.jsonl"), "-o",
                  str(work / "out.jsonl"), "-e", "sleep", "--celery", "-c", str(items), "--base-url", ep.base_url,
@@ -284,11 +306,7 @@ def run_batch_outage(pool: str, *, items: int = 300, seconds: float = 5.0, outag
                 cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
             )
             try:
-                wait_until(lambda: client.hlen("unacked") >= items and ep.submissions() >= 1, 60, 0.005)
-                log(f"{ep.submissions()} of {items} submitted: killing Redis (-9) for {outage:g} s")
-                server.kill()
-                threading.Event().wait(outage)  # the outage itself, not a synchronisation
-                server.restart()
+                sc.outage(items, outage, log)
                 _, err = cli.communicate(timeout=settle + seconds)
                 figures.stderr = err.decode(errors="replace")[-2000:]
             finally:
@@ -302,15 +320,8 @@ def run_batch_outage(pool: str, *, items: int = 300, seconds: float = 5.0, outag
             figures.correct = sum(1 for raw in lines if json.loads(raw).get("output") == {"slept": seconds})
             figures.run_requests = ep.stats().get("run", 0)
             figures.jobs_created = ep.submissions()
-            figures.worker_alive = worker.proc.poll() is None
+            figures.worker_alive, _ = sc.finish(log)
             log(f"{figures.line()}; worker alive: {figures.worker_alive}")
-            worker.stop()
-            worker = None
     finally:
-        if worker is not None:
-            log(worker.output()[-3000:])
-            worker.stop()
-        client.close()
-        server.stop()
         shutil.rmtree(work, ignore_errors=True)
     return figures
