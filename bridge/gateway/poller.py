@@ -26,7 +26,7 @@ from typing import Any
 
 from bridge import errors, keys
 from bridge.client._policy import RetryPolicy, UnknownStatusClock
-from bridge.client._wire import is_known_status, scrub_value, terminal
+from bridge.client._wire import is_known_status, terminal
 from bridge.gateway.journal import Journal
 from bridge.gateway.settings import GatewaySettings
 from bridge.gateway.transport import EndpointHandle, Transport
@@ -144,7 +144,6 @@ class Poller:
         ``body`` when it is terminal. Called on the loop (the webhook waiter's listener)."""
         if not terminal(body):
             return
-        body = scrub_value(body)  # it did not come through the wire: mask echoed keys here
         watched = self.watches.get(task_id)
         if not watched:
             if len(self.early) < 10000:  # bounded: ended jobs pop theirs, see Gateway

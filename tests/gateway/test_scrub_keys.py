@@ -1,18 +1,19 @@
 """The API keys bridge knows are masked in everything an endpoint answers (outputs, chunks,
 error text) in one place, the wire, and in webhook bodies the gateway's poller receives.
-Fast unit tests: the wire's parsing needs no I/O."""
+The wire's parsing needs no I/O; the webhook inbox is a real redis-server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+import redis.asyncio as aioredis
 
 from bridge import errors
 from bridge.client._wire import Call, Wire, known_keys, remember_key, scrub_value
-from bridge.gateway.poller import Poller
-from bridge.gateway.settings import GatewaySettings
-from bridge.gateway.transport import EndpointHandle
+from bridge.webhooks.receiver import inbox_key
+from bridge.webhooks.waiter import WebhookWaiter
 
 BASE = "http://127.0.0.1:9/v2"
 KEY = "local-endpoint-key-4f2a9c"  # no credential shape: only knowing it finds it
@@ -70,10 +71,29 @@ def test_short_keys_are_not_masked_in_outputs() -> None:
     assert scrub_value({"word": "abcdef"}) == {"word": "abcdef"}
 
 
-async def test_a_webhook_body_is_masked_before_the_wait_returns_it() -> None:
-    poller = Poller(GatewaySettings(), transport=None, journal=None, redis=None)  # type: ignore[arg-type]
-    handle = EndpointHandle(Wire("ep", KEY, BASE), budget=None)  # type: ignore[arg-type]
-    # Delivered before the wait began (the submit/wait race): kept, masked, then returned.
-    poller.deliver("t1", {"id": "j1", "status": "COMPLETED", "output": f"echo {KEY}"})
-    body = await poller.wait(handle, "t1", "j1", fallback=(60.0, 60.0))
-    assert body["output"] == "echo ***"
+async def test_a_webhook_body_is_masked_before_any_waiter_sees_it(redis_url: str) -> None:
+    """Deliveries reach the batch engine (wait_for) and the gateway's poller (on_delivery)
+    through the waiter's inbox listener, which masks them once for both."""
+    Wire("ep", KEY, BASE)
+    waiter = WebhookWaiter("http://127.0.0.1:9", redis_url)
+    delivered: list[dict] = []
+    arrived = asyncio.Event()
+
+    def on_delivery(ref: str, body: dict) -> None:
+        delivered.append(body)
+        arrived.set()
+
+    waiter.on_delivery = on_delivery
+    await waiter.url_for("awaited")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for ref in ("awaited", "for-the-poller"):
+            body = {"id": "j1", "status": "COMPLETED", "output": {"echo": f"key {KEY}"}}
+            await client.rpush(inbox_key(waiter.inbox), json.dumps({"ref": ref, "body": body}))
+        got = await waiter.wait_for("awaited", 10)
+        assert got is not None and got["output"] == {"echo": "key ***"}
+        await asyncio.wait_for(arrived.wait(), 10)
+        assert delivered[0]["output"] == {"echo": "key ***"}
+    finally:
+        await waiter.close()
+        await client.aclose()
