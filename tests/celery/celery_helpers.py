@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,3 +199,51 @@ def AiohttpServer(app: Any) -> Any:
     from bridge.webhooks.receiver import SafeAccessLogger
 
     return AppServer(app, access_log_class=SafeAccessLogger)
+
+
+# Short visibility timeout, heartbeats and submit lease so a takeover (also of a delivery
+# killed mid-submit, whose claim must lapse first) happens within seconds here.
+FAST_TAKEOVER = {"BRIDGE_VISIBILITY_TIMEOUT": "4", "BRIDGE_HEARTBEAT_INTERVAL": "1",
+                 "BRIDGE_RESTORE_INTERVAL": "1", "BRIDGE_SUBMIT_LEASE": "5"}
+
+
+@dataclass
+class KillReport:
+    """What :func:`kill_during_submission` saw: tasks sent, results, messages lost (never
+    reached a worker: no journal entry, no result), jobs created and ``/run`` posts."""
+
+    tasks: int
+    results: int
+    lost: list[str]
+    unfinished_with_job: list[str]
+    jobs_created: int
+    run_posts: int
+
+
+def kill_during_submission(stack: Stack, start: Callable[..., WorkerProcess], cycles: int = 5,
+                           per_cycle: int = 60, wait: float = 30.0) -> KillReport:
+    """Kill -9 a worker while it submits, ``cycles`` times, with a second worker alive all
+    along; then wait for every result. A task whose message reached a worker has a journal
+    entry and must end with its result; one without either was lost by the broker."""
+    ep = stack.endpoint
+    created0, posts0 = ep.submissions("sleep"), ep.stats("sleep").get("run", 0)
+    start(pool="threads", concurrency=4, **FAST_TAKEOVER)  # the survivor
+    sent: list[Any] = []
+    for cycle in range(cycles):
+        victim = start(pool="threads", concurrency=4, **FAST_TAKEOVER)
+        before = ep.submissions("sleep")
+        sent += [stack.app.send_task("bridge.run", args=({"seconds": 1, "c": cycle, "i": i}, "sleep"))
+                 for i in range(per_cycle)]
+        wait_until(lambda before=before: ep.submissions("sleep") - before >= 5, 20, 0.002)
+        victim.kill9()  # mid-submission: some /run posts are in flight or unrecorded
+    done: dict[str, Any] = {}
+    deadline = time.monotonic() + wait
+    for r in sent:
+        try:
+            done[r.id] = r.get(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:  # not finished by the deadline: counted below
+            pass
+    lost = [r.id for r in sent if r.id not in done and not stack.journal(r.id)]
+    unfinished = [r.id for r in sent if r.id not in done and stack.journal(r.id)]
+    return KillReport(len(sent), len(done), lost, unfinished, ep.submissions("sleep") - created0,
+                      ep.stats("sleep").get("run", 0) - posts0)
