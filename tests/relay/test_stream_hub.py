@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 
 import pytest
 import redis
@@ -13,6 +14,7 @@ from bridge import keys
 from bridge.embedded_redis import EmbeddedRedis
 from bridge.stream_hub import StreamHub, Subscription, masked_url
 from bridge.streams import StreamEvent
+from bridge.testing.waiting import wait_until
 
 from .conftest import append, finish
 
@@ -153,3 +155,25 @@ def test_a_reader_that_falls_too_far_behind_is_dropped(monkeypatch):
 ])
 def test_masked_url(raw, shown):
     assert masked_url(raw) == shown
+
+
+async def test_without_key_tracking_the_hub_falls_back_to_one_xread(redis_url, caplog):
+    # A user whose ACL forbids CLIENT TRACKING (as some managed Redis do): streams still flow.
+    caplog.set_level(logging.INFO, logger="bridge.relay")
+    admin = redis.Redis.from_url(redis_url)
+    user = f"relay-{uuid.uuid4().hex[:8]}"
+    admin.acl_setuser(user, enabled=True, passwords=["+pw-for-the-test"], keys=["*"], channels=["*"],
+                      commands=["+@all", "-client|tracking"])
+    url = redis_url.replace("redis://", f"redis://{user}:pw-for-the-test@")
+    hub = StreamHub(url)
+    await hub.start()
+    try:
+        sub = await hub.subscribe("fb")
+        await asyncio.to_thread(wait_until, lambda: hub.mode == "xread", 10)
+        assert "cannot track keys" in caplog.text
+        append(admin, "fb", "x")  # live, through the fallback loop
+        finish(admin, "fb")
+        assert [e.chunk for e in (await drain(sub))[:-1]] == ["x"]
+    finally:
+        await hub.close()
+        admin.acl_deluser(user)
