@@ -58,17 +58,17 @@ def test_500_runs_against_20_runs_per_second_all_succeed_with_few_extra_posts(
         endpoint: Stack, faults: Callable[..., None], workers: Callable[..., WorkerProcess]) -> None:
     """The issue's proof: 500/500 and <= 1.3 /run posts per job, on two worker processes
     (each learns the rate the other's 429s taught, through Redis). Without the adaptive
-    rate: 5.1 posts per job and a job failed RateLimited."""
+    rate (measured on this rig): 6.2 posts per job and 26 of 500 failed RateLimited."""
     faults(rate_limits={"run": [LIMIT, 1.0]})
     pool = [workers(BRIDGE_SUBMIT_ATTEMPTS="8"), workers(BRIDGE_SUBMIT_ATTEMPTS="8")]
     before = endpoint.endpoint.stats("echo").get("run", 0)
     results = [endpoint.app.send_task("bridge.run", args=({"i": i}, "echo")) for i in range(500)]
     outputs = [r.get(timeout=180, propagate=False) for r in results]
     failed = [(r.state, repr(r.result)) for r in results if r.state != "SUCCESS"]
+    posts = endpoint.endpoint.stats("echo")["run"] - before
+    print(f"/run posts per job: {posts / 500:.3f}, failed: {len(failed)}")
     assert not failed, failed[:3]
     assert outputs == [{"i": i} for i in range(500)]
-    posts = endpoint.endpoint.stats("echo")["run"] - before
-    print(f"/run posts per job: {posts / 500:.3f}")
     assert posts <= 1.3 * 500, posts
     assert endpoint.endpoint.submissions("echo") >= 500
     # Both workers took part, and the rate they shared is in Redis.
