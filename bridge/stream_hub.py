@@ -1,19 +1,25 @@
 """One Redis reader per process for every stream the relay serves.
 
-:class:`StreamHub` runs a single ``XREAD BLOCK`` loop over all watched task streams (XREAD
-takes many keys) and fans each entry out to the subscriptions on that stream, so 10,000 open
-event streams cost one blocked Redis connection, not 10,000 (a pool of blocked readers is
-what made idle streams starve live ones).
+:class:`StreamHub` fans each entry of a task stream out to every subscription on it, so
+10,000 open event streams cost three Redis connections, not 10,000 (a pool of blocked readers
+is what made idle streams starve live ones). It learns which streams moved in one of two ways:
+
+- ``tracking`` (the default, Redis 6.0+): Redis names every modified stream key
+  (:class:`bridge.stream_notify.TrackedKeys`) and the hub reads just the watched ones that
+  moved, one XREAD at a time. A round costs what moved, however many streams are watched.
+- ``xread`` (where Redis refuses ``CLIENT TRACKING``): one ``XREAD BLOCK`` over every watched
+  stream, pre-packed on its own connection. A round costs Redis ~0.5 µs per watched stream.
+  New streams wake the blocked loop by appending to a private wake stream it always reads,
+  which cannot race the block.
 
 A subscription starts after an entry id (``"0"``: the start). A stream nobody watches yet is
-simply added to the loop from that id, so the loop reads its backlog; a second subscription
-to a watched stream from an earlier id reads the gap with one ``XRANGE`` on a small pool while
-live entries queue behind it, then joins the shared loop (no entry lost or repeated). New
-streams wake the blocked loop by appending to a private wake stream it always reads, which
-cannot race the block.
+simply read from that id, backlog first; a second subscription to a watched stream from an
+earlier id reads the gap with one ``XRANGE`` while live entries queue behind it (no entry lost
+or repeated).
 
 Redis outages are retried with backoff and one log line per outage (never a traceback per
-reader); subscriptions stay open and resume where the loop left off.
+reader); subscriptions stay open and resume where the hub left off (tracking re-reads every
+watched stream after reconnecting, since notices may have been missed).
 """
 
 from __future__ import annotations
@@ -281,9 +287,10 @@ class StreamHub:
                         self._mark_dirty(self._watches)
                     else:
                         self._mark_dirty(k for k in changed if k in self._watches)
-            except REDIS_DOWN as exc:
+            except Exception as exc:  # whatever broke the feed: reopen, then re-read everything
                 await feed.close()
                 self._outage(exc)
+                await asyncio.sleep(delay)
 
     async def _fetch_dirty(self) -> None:
         """Read the streams that moved (one XREAD at a time, so ids only move forward)."""
@@ -302,6 +309,9 @@ class StreamHub:
                 continue
             except ResponseError:
                 await self._drop_bad_keys()
+                continue
+            except Exception:  # a bug must not silence every stream: log it, keep reading
+                log.exception("reading %d streams failed", len(batch))
                 continue
             streams = list(reply.items() if isinstance(reply, dict) else reply or [])
             self._fan_out(streams)
