@@ -173,3 +173,32 @@ def test_a_broker_connection_drop_while_jobs_are_held_gives_one_result_each(
     assert [r.get(timeout=90) for r in results] == [1] * N  # every chain step ran once
     assert [int(v) for v in sub_stack.redis.mget(keys)] == [1] * N
     assert sub_stack.endpoint.submissions(endpoint) == N
+
+
+def test_a_replacement_child_forked_while_jobs_are_held_works(
+    sub_stack: Stack, workers: Callable[..., WorkerProcess]
+) -> None:
+    """billiard forks replacement children from the main process, which now runs the
+    gateway and held-jobs threads: a child killed while jobs are held is replaced by one
+    that runs the app's tasks (and blocking bridge calls) normally."""
+    import os
+    import signal
+    import subprocess
+
+    app = _producer(sub_stack, 11)
+    worker = _existing_worker(workers, app)
+    held = [signature("bridge.run", args=({"seconds": 4, "i": i}, "sleep"), app=app).apply_async()
+            for i in range(20)]
+    wait_until(lambda: all(sub_stack.journal(r.id).get("job_id") for r in held), 20)
+    children = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2
+    os.kill(int(children[0]), signal.SIGKILL)
+    wait_until(lambda: len(subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True,
+                                          text=True).stdout.split()) == 2
+               and children[0] not in subprocess.run(["pgrep", "-P", str(worker.proc.pid)],
+                                                     capture_output=True, text=True).stdout.split(), 20)
+    # the app's tasks run in both children (the replacement included)
+    assert [app.send_task("existing.add", args=(i, 1)).get(timeout=20) for i in range(8)] == list(range(1, 9))
+    assert [r.get(timeout=30) for r in held] == [{"slept": 4.0}] * 20
+    assert app.send_task("bridge.status", args=(sub_stack.job_id(held[0].id), "sleep")) \
+        .get(timeout=20)["status"] == "COMPLETED"
