@@ -62,12 +62,13 @@ def demo(jobs: int, seconds: float, handlers_file: str | None) -> None:
             reset_gateway()
             app = Celery("bridge-demo", broker=server.url, backend=server.url)
             app.conf.update(worker_prefetch_multiplier=1, broker_connection_retry_on_startup=True,
-                            task_serializer="json", result_serializer="json", accept_content=["json"])
+                            task_serializer="json", result_serializer="json", accept_content=["json"],
+                            result_backend_always_retry=True)
             install(app)
             import redis
 
             client = redis.Redis.from_url(server.url)
-            with start_worker(app, pool="threads", concurrency=max(jobs, 50), perform_ping_check=False,
+            with start_worker(app, pool="threads", concurrency=8, perform_ping_check=False,
                               loglevel="WARNING", shutdown_timeout=20):
                 click.echo("worker     embedded Celery worker, threads pool, bridge.install(app)\n")
                 summary = _fan_out(app, group, ep, jobs, seconds)
