@@ -25,6 +25,7 @@ from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from bridge import errors
 from bridge.gateway.core import Cancelled, HandedOff, JobSpec, get_gateway
 from bridge.held import outcome_for
+from bridge.redis_clients import through_outage
 from bridge.task_state import abegin, begin, redis_begin_args
 
 log = logging.getLogger("bridge.tasks")
@@ -120,8 +121,9 @@ def _reason(meta: dict[str, Any], task_id: str, expires_at: float | None) -> str
 
 
 def _start_check(task: Task, request: Any, task_id: str, expires: Any) -> tuple[str | None, dict[str, Any]]:
-    """The start checks of a job delivery, in one round trip (see :func:`_reason`)."""
-    meta = begin(task.backend, request, task_id)
+    """The start checks of a job delivery, in one round trip (see :func:`_reason`); through
+    a Redis restart it waits (``BRIDGE_REDIS_OUTAGE``) instead of failing the task."""
+    meta = through_outage(lambda: begin(task.backend, request, task_id), str(getattr(task.backend, "url", "")))
     return _reason(meta, task_id, _expires_at(expires)), meta
 
 

@@ -229,7 +229,9 @@ def _on_task_revoked(sender: Any = None, request: Any = None, terminated: bool =
         if jobs is not None and task_id in jobs.held:
             # Held here: the poller of this process sees the key, sends /cancel and ends
             # the wait as REVOKED (a /cancel from aside would race it to a CANCELLED status).
-            _set_cancel_key(task_id)
+            # From a side thread: through a Redis restart the write waits, the consumer must not.
+            threading.Thread(target=_set_cancel_key, args=(task_id,), name=f"bridge-revoke-{task_id[:8]}",
+                             daemon=True).start()
             return
         _cancel_in_background(task_id)
 
