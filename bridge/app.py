@@ -1,4 +1,4 @@
-"""The bundled Celery app: ``celery -A bridge.app worker`` runs a bridge gateway worker.
+"""The bundled Celery app: ``celery -A bridge.app worker`` runs a bridge worker.
 
 Configured by the top-level ``celeryconfig.py`` when it is importable (run from the
 repository or the Docker image), else by the same defaults in

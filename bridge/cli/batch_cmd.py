@@ -107,7 +107,7 @@ def failures_file(output: str) -> str:
 @click.option("--broker", default=None, help="Celery broker URL (implies --celery).")
 @click.option("--app", "app_path", default=None, help="Your Celery app as module:attribute (implies --celery).")
 @click.option("--webhooks", "webhook_url", default=None, envvar="BRIDGE_WEBHOOK_URL",
-              help="Public URL of a running webhook receiver (bridge gateway --webhooks): jobs report "
+              help="Public URL of a running webhook receiver (bridge relay --webhooks): jobs report "
                    "their end there instead of being polled (env BRIDGE_WEBHOOK_URL; needs BRIDGE_REDIS_URL).")
 @click.option("--progress-interval", type=float, default=10.0, show_default=True,
               help="Seconds between progress lines when stdout is not a terminal.")
@@ -130,7 +130,7 @@ def batch_command(
     # Every option is checked before anything is read, enqueued or sent.
     options = _options(concurrency, max_queue_depth, rate, policy, base_url, retry_failed)
     if webhook_url:
-        check_url(webhook_url, "--webhooks", "the public URL of a running receiver (bridge gateway --webhooks)")
+        check_url(webhook_url, "--webhooks", "the public URL of a running receiver (bridge relay --webhooks)")
     if progress_interval <= 0:
         raise errors.ConfigurationError(f"--progress-interval must be positive, not {progress_interval}",
                                         None, None, "--progress-interval SECONDS")

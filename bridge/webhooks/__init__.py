@@ -1,6 +1,6 @@
 """Webhooks instead of polling.
 
-``WebhookReceiver(public_url)`` describes a receiver you run (``bridge gateway --webhooks``,
+``WebhookReceiver(public_url)`` describes a receiver you run (``bridge relay --webhooks``,
 or :func:`bridge.webhooks.receiver.add_routes` in your own aiohttp app) and expose at
 ``public_url``. Pass it to ``bridge.batch(..., webhooks=receiver)``: every job is submitted
 with ``{public_url}/webhooks/{ref}?token={per-job secret}`` and completes when its webhook
