@@ -203,13 +203,14 @@ def through_outage(op: Callable[[], T], url: str, *, outage: float | None = None
     ``op`` must be safe to run again (it may have reached Redis before the connection
     broke). Errors other than an outage's (a ``ResponseError``, a wrong password) are
     raised at once."""
-    attempts = _Attempts(url, outage)
+    attempts = None  # made on the first failure: the common case costs one call
     while True:
         try:
             result = op()
         except RETRY_ON as exc:
             if isinstance(exc, NEVER_RETRY):
                 raise
+            attempts = attempts or _Attempts(url, outage)
             time.sleep(attempts.pause_after(exc))  # backoff between attempts, bounded by the deadline
             continue
         _outages.succeeded(url)
@@ -221,13 +222,14 @@ async def athrough_outage(
 ) -> T:
     """The asyncio twin of :func:`through_outage`: ``op`` makes a new awaitable per attempt
     (e.g. ``lambda: client.get(key)``)."""
-    attempts = _Attempts(url, outage)
+    attempts = None  # made on the first failure: the common case costs one await
     while True:
         try:
             result = await op()
         except RETRY_ON as exc:
             if isinstance(exc, NEVER_RETRY):
                 raise
+            attempts = attempts or _Attempts(url, outage)
             await asyncio.sleep(attempts.pause_after(exc))
             continue
         _outages.succeeded(url)

@@ -70,6 +70,7 @@ class CeleryBatch(BatchHandle):
         self._enqueue_lock = threading.Lock()  # a cancel never misses an item being enqueued
         self.cancelled_count = 0
         self._skipped = 0
+        self._resent = 0  # inputs an earlier run enqueued with no result yet, published again
         self._kept: dict[str, int] = {}
         self._retried: dict[str, int] = {}
         self.tripwire = Tripwire(endpoint_id)
@@ -108,7 +109,7 @@ class CeleryBatch(BatchHandle):
         store = self.rstore
         if item is None:
             if store.was_enqueued(index):
-                return None  # in flight from an earlier run: its task is still queued or running
+                return None  # enqueued by an earlier run and not recorded: see _resend
             return store.next_attempt(index) if forgotten else 0
         outcome = item.outcome
         if outcome == "completed" or (outcome == "failed" and not self.options.retry_failed):
@@ -133,7 +134,10 @@ class CeleryBatch(BatchHandle):
             if self._halt.is_set():
                 break
             seen = index + 1
-            attempt = self._attempt(index, store.get(index), forgotten)
+            item = store.get(index)
+            if item is None and self._resend(index, value):
+                continue
+            attempt = self._attempt(index, item, forgotten)
             if attempt is None:
                 continue
             self._wait_for_room()
@@ -143,18 +147,34 @@ class CeleryBatch(BatchHandle):
                         store.remember_attempt(index, attempt)  # reopened just now: keep its attempt
                     break
                 store.mark_enqueued(index, attempt)
-                self.app.send_task(
-                    "bridge.batch_item", args=[value, self.endpoint_id, self.batch_id, index],
-                    kwargs={"attempt": attempt, "policy": self.options.policy, "base_url": self.options.base_url},
-                    task_id=self.task_id(index, attempt), ignore_result=True,
-                    retry=True, retry_policy=_PUBLISH_RETRY,  # the broker restarting: publish once it is back
-                )
+                self._publish(index, value, attempt)
             self._notify()
         else:
             seen = index + 1
         if self._total is None or seen > self._total:
             self._total = seen  # cancelled before reading them all: what was read
             store.set_meta("total", str(self._total))
+
+    def _resend(self, index: int, value: Any) -> bool:
+        """An input an earlier run enqueued that has no result yet: publish its task again,
+        same task id. Its first message may still be queued or held (a second delivery of
+        the same id re-attaches or resumes the same remote job: nothing is submitted twice),
+        or gone without a record (its worker failed to record, or the broker lost it): then
+        only this one makes the re-run finish instead of waiting for it forever."""
+        attempt = self.rstore.enqueued_attempt(index)
+        if attempt is None or self._halt.is_set():
+            return False
+        self._publish(index, value, attempt)
+        self._resent += 1
+        return True
+
+    def _publish(self, index: int, value: Any, attempt: int) -> None:
+        self.app.send_task(
+            "bridge.batch_item", args=[value, self.endpoint_id, self.batch_id, index],
+            kwargs={"attempt": attempt, "policy": self.options.policy, "base_url": self.options.base_url},
+            task_id=self.task_id(index, attempt), ignore_result=True,
+            retry=True, retry_policy=_PUBLISH_RETRY,  # the broker restarting: publish once it is back
+        )
 
     def _outstanding(self) -> int:
         return self.rstore.enqueued_total() - self.rstore.finished_total()

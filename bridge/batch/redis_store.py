@@ -162,6 +162,11 @@ class RedisStore:
     def was_enqueued(self, index: int) -> bool:
         return bool(self.r.hexists(self.k_enqueued, index))
 
+    def enqueued_attempt(self, index: int) -> int | None:
+        """The attempt ``index`` was last enqueued with (None: never enqueued)."""
+        raw = self.r.hget(self.k_enqueued, index)
+        return None if raw is None else int(raw)
+
     def mark_enqueued(self, index: int, attempt: int) -> None:
         def mark() -> None:
             pipe = self.r.pipeline()
