@@ -207,6 +207,9 @@ class HeldJobs:
                     self.outcomes.pop(req.id, None)
         except Exception:
             log.exception("bridge: completing %s[%s] failed", req.name, req.id)
+            # Never left "active" with nobody running it: no heartbeat renews its message,
+            # which comes back by the visibility timeout and resumes its job.
+            task_ready(req)
 
     def _finished(self, held: Held) -> None:
         """Back on the bridge-held thread: forget the job, ack older deliveries, make room."""

@@ -1,7 +1,8 @@
 """The submit window against a real redis-server and the local endpoint: the journal's claim
 is safe to retry after a reply lost to a Redis restart, a claim that lapsed in SUBMITTING
-is taken over as a possible double submission (counted and logged), and the heartbeat
-renews only the leases of requests someone is really running."""
+is taken over as a possible double submission (counted and logged), the heartbeat renews
+only the leases of requests someone is really running, and a held request whose
+completion fails is not left "active"."""
 
 from __future__ import annotations
 
@@ -97,3 +98,21 @@ def test_the_heartbeat_renews_only_requests_someone_runs(monkeypatch: pytest.Mon
                            parked=[(parked, None)])
     monkeypatch.setattr(held, "current", lambda: jobs)
     assert _waited_on([waiting, parked, stale, older, newer, pooled]) == [waiting, parked, newer, pooled]
+
+
+def test_a_held_request_whose_completion_fails_is_not_left_active() -> None:
+    from celery.worker import state
+
+    from bridge.held import HeldJobs, Outcome
+
+    class Request:
+        id = "t-complete-fails"
+        name = "bridge.run"
+
+        def acknowledge(self) -> None:
+            raise OSError("the channel is gone")  # e.g. a broker connection lost meanwhile
+
+    req = Request()
+    state.active_requests.add(req)
+    HeldJobs(cap=1)._store(req, Outcome("done"))
+    assert req not in state.active_requests
