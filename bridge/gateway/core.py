@@ -11,7 +11,6 @@ uses) and one poller, not 10,000 polling loops.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -24,12 +23,12 @@ from typing import Any, TypeVar
 
 from bridge import errors
 from bridge import webhooks as bridge_webhooks
-from bridge.client._policy import RetryPolicy
 from bridge.client._wire import terminal
 from bridge.gateway.journal import Journal
 from bridge.gateway.poller import Cancelled, HandedOff, Poller
 from bridge.gateway.settings import GatewaySettings
 from bridge.gateway.stream_writer import StreamWriter, collecting
+from bridge.gateway.submit import Submitter
 from bridge.gateway.transport import EndpointHandle, Transport
 from bridge.hooks import Hooks, JobContext
 from bridge.redis_clients import riding_async_client
@@ -63,11 +62,6 @@ class Gateway:
         self.settings = settings or GatewaySettings()
         self.hooks = hooks if hooks is not None else Hooks.from_settings()
         self.pid = os.getpid()
-        self._tokens = itertools.count()
-        #: The submit window of the latest 10,000 submits: (seconds /run took to answer,
-        #: seconds the job id then took to be in the journal).
-        self.submit_windows: deque[tuple[float, float]] = deque(maxlen=10_000)
-        self.stats = {"possible_double_submits": 0}
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="bridge-gateway", daemon=True)
@@ -85,6 +79,7 @@ class Gateway:
         self.transport = Transport(self.settings, self.redis)
         self.streams = StreamWriter(self.redis, self.hooks, self.settings.stream_maxlen, self.settings.journal_ttl)
         self.poller = Poller(self.settings, self.transport, self.journal, self.redis, self.hooks)
+        self.submitter = Submitter(self.settings, self.journal, self.transport, self.hooks)
         # Webhooks (BRIDGE_WEBHOOK_URL set): one waiter per process, its inbox listener runs
         # on this loop and ends the poller's watch of the task a verified delivery names.
         self.webhooks = bridge_webhooks.from_settings(self.settings.redis_url)
@@ -93,6 +88,16 @@ class Gateway:
         self.loop.call_soon(self.poller.start)
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
+
+    @property
+    def submit_windows(self) -> deque[tuple[float, float]]:
+        """(``/run`` round trip, job id write) in seconds, the latest 10,000 submits."""
+        return self.submitter.windows
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """``possible_double_submits``: claims taken over inside the submit window."""
+        return self.submitter.stats
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the gateway loop and block this thread until it ends.
@@ -266,7 +271,7 @@ class Gateway:
                                       spec.task_id)
         else:
             call = handle.wire.run(payload, webhook, spec.policy, self.settings.s3_config, spec.task_id)
-        job_id, body = await self._submit(spec, handle, call, ctx, payload)
+        job_id, body = await self.submitter.submit(spec, handle, call, ctx, payload)
         aggregate: list[Any] = []
         sink = None
         if stream:
@@ -338,67 +343,6 @@ class Gateway:
         if not candidates:
             return None, "timeout"
         return min(candidates)
-
-    async def _submit(self, spec: JobSpec, handle: EndpointHandle, call: Any, ctx: JobContext,
-                      payload: Any) -> tuple[str, dict[str, Any] | None]:
-        """The job id to wait on: resumed from the journal, or submitted now and recorded."""
-        token = f"{self.pid}-{next(self._tokens)}"
-        while True:
-            action, job_id = await self.journal.claim(
-                spec.task_id, spec.endpoint_id, handle.base_url, token, self.settings.submit_lease
-            )
-            if action == "resume" and job_id:
-                ctx.job_id = job_id
-                return job_id, None
-            if action == "cancelled":
-                raise Cancelled("revoked", None)
-            if action == "takeover":
-                self._possible_double(spec, handle)
-                break
-            if action == "claimed":
-                break
-            await asyncio.sleep(0.2)  # another delivery is submitting right now; it records soon
-        policy = RetryPolicy(attempts=self.settings.submit_attempts, deadline=120.0)
-        first, attempt = time.monotonic(), 0
-        sent = first
-        while True:
-            attempt += 1
-            sent = time.monotonic()
-            try:
-                body = await self.transport.call(handle, call)
-                break
-            except errors.BridgeError as exc:
-                delay = policy.next_delay(attempt, exc, first)
-                if delay is None:
-                    await self.journal.release(spec.task_id)
-                    raise
-                if isinstance(exc, errors.RateLimited):
-                    await self.hooks.anotify("rate_limited", ctx, route=call.route,
-                                             retry_after=getattr(exc, "retry_after", None))
-                await self.hooks.anotify("retried", ctx, error=exc, delay=delay)
-                await asyncio.sleep(delay)
-        job_id = str(body["id"])
-        answered = time.monotonic()
-        await self.journal.record(spec.task_id, job_id)
-        # The submit window: from sending the /run that created the job to its id being in
-        # the journal (the /run round trip, then the write). A worker dying inside it leaves
-        # a job a redelivery cannot resume.
-        self.submit_windows.append((answered - sent, time.monotonic() - answered))
-        ctx.job_id = job_id
-        await self.hooks.anotify("submitted", ctx, input=payload)
-        return job_id, body
-
-    def _possible_double(self, spec: JobSpec, handle: EndpointHandle) -> None:
-        """An earlier delivery claimed this task and lapsed before recording a job id: its
-        /run may have reached the endpoint. This submit repeats the same Idempotency-Key,
-        which an endpoint that honours it answers with the first job; one that ignores it
-        runs a second job. Counted and logged as what it is."""
-        self.stats["possible_double_submits"] += 1
-        log.warning(
-            "bridge: %s: possible double submission to %s: an earlier delivery's claim lapsed before it "
-            "recorded a job id; submitting again with the same Idempotency-Key (an endpoint that honours "
-            "it returns the first job; RunPod documents no such key)", spec.task_id, handle.endpoint_id,
-        )
 
     async def _cancel_recorded(self, task_id: str) -> bool:
         entry = await self.journal.get(task_id)
