@@ -1,11 +1,11 @@
-"""Redis killed (-9) and restarted on its port 3 s later with 300 x 5 s ``bridge.run`` jobs in
-flight, on prefork and threads (and the same for `bridge batch --celery`, whose CLI rides the
-outage): every task ends with its correct result, none is left
-unfinished 60 s after Redis is back, no job is submitted twice, and the worker lives on.
-Its own redis-server (AOF, ``appendfsync always``), the local endpoint and a ``celery -A
-bridge.app worker`` subprocess whose broker, result backend and bridge keys are that Redis,
-so kombu's reconnect and Celery's result-store retries are part of what is tested. The
-long outage (60 s) is ``python -m bench.faults``."""
+"""Redis killed (-9) and restarted on its port 3 s later with 300 x 5 s jobs in flight, on
+prefork and threads, for ``bridge.run`` and for ``bridge batch --celery`` (whose CLI rides
+the outage): every task ends with its correct result, none is left unfinished 60 s after
+Redis is back, no job is submitted twice, and the worker lives on. Its own redis-server
+(AOF, ``appendfsync always``), the local endpoint and a ``celery -A bridge.app worker``
+subprocess whose broker, result backend and bridge keys are that Redis, so kombu's
+reconnect and Celery's result-store retries are part of what is tested. The long outage
+(60 s) is ``python -m bench.faults``."""
 
 from __future__ import annotations
 
