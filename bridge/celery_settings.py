@@ -46,6 +46,7 @@ result_backend_transport_options = {"visibility_timeout": _vt}
 # (whose remote job completed): Celery's backoff with full jitter, at most 10 s apart
 # (5 s on average), for about BRIDGE_REDIS_OUTAGE seconds (300 by default) or a little more.
 result_backend_always_retry = True
+redis_backend_health_check_interval = 30  # a pooled result-store connection gone stale in a restart is replaced
 result_backend_max_sleep_between_retries_ms = 10_000
 result_backend_max_retries = math.ceil(_outage_seconds() / 5) + 10  # + the first ~10 s of ramp-up
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,10 @@ from bridge.webhooks.receiver import inbox_key, registration_key
 from bridge.webhooks.secrets import receiver_key, webhook_url
 
 log = logging.getLogger("bridge.webhooks")
+
+
+#: Seconds a worker trusts the receiver key it read before reading it again.
+KEY_RECHECK = 10.0
 
 
 class WebhookWaiter:
@@ -49,6 +54,7 @@ class WebhookWaiter:
         self.inbox = uuid.uuid4().hex
         self._redis: Any = None
         self._key: bytes | None = None
+        self._key_at = 0.0
         self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self.fallback_polls = 0
@@ -63,7 +69,7 @@ class WebhookWaiter:
                 from bridge.redis_clients import riding_async_client
 
                 client = riding_async_client(self.redis_url)  # registrations ride a Redis restart
-                self._key = await receiver_key(client)
+                self._key, self._key_at = await receiver_key(client), time.monotonic()
                 self._redis = client
             if self._listener is None or self._listener.done():
                 self._listener = asyncio.ensure_future(self._listen())
@@ -78,6 +84,10 @@ class WebhookWaiter:
         ``await_here=False``: the delivery goes to :attr:`on_delivery` instead of
         :meth:`wait_for`."""
         await self._ready()
+        if time.monotonic() - self._key_at > KEY_RECHECK:
+            # The receiver re-reads its key when it changes (or restores a vanished one):
+            # follow it, or every URL handed out from now on would be refused with 403.
+            self._key, self._key_at = await receiver_key(self._redis), time.monotonic()
         assert self._key is not None
         mapping = {"inbox": self.inbox, "ttl": str(self.ttl)}
         relay = relay or self.relay

@@ -276,3 +276,22 @@ async def test_a_newline_in_a_ref_cannot_forge_a_log_line(receiver, caplog):
     assert lines and not any(line.startswith("2026-01-01") for line in lines)
     assert "token=bad" not in caplog.text and "forged line" not in "\n".join(
         m for rec in caplog.records for m in rec.getMessage().splitlines()[1:])
+
+
+async def test_a_running_waiter_follows_a_changed_receiver_key(receiver, redis_url, monkeypatch):
+    """A worker that read the key before it vanished and was remade hands out URLs signed
+    with the new key after its re-check (instead of URLs every delivery of which gets 403)."""
+    import bridge.webhooks.waiter as waiter_mod
+
+    r = redis.Redis.from_url(redis_url)
+    name = keys.webhook_secret("_receiver_key")
+    waiter = WebhookReceiver(receiver.url, redis_url).waiter()
+    await waiter.url_for("b-follow-0", await_here=False)
+    r.delete(name)
+    r.set(name, "ab" * 32)  # another process remade it
+    monkeypatch.setattr(waiter_mod, "KEY_RECHECK", 0.0)
+    url = await waiter.url_for("b-follow-1", await_here=False)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json={"id": "j-follow", "status": "COMPLETED"}) as resp:
+            assert resp.status == 200 and (await resp.json())["outcome"] == "delivered"
+    await waiter.close()
