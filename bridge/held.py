@@ -42,7 +42,7 @@ from bridge.config import env_int
 
 log = logging.getLogger("bridge.worker")
 
-COMPLETION_THREADS = 4
+COMPLETION_THREADS = max(1, env_int("BRIDGE_COMPLETION_THREADS", 4))
 
 
 @dataclass
