@@ -2,8 +2,9 @@
 remote job runs, and no pool slot (process, thread or greenlet) is taken.
 
 One :class:`HeldJobs` per worker process, fed by :mod:`bridge.strategy`. Its thread,
-``bridge-held``, owns the registry and does the short steps of every job task in order
-(completions' tracer runs are handed to a few ``bridge-complete`` threads):
+``bridge-held``, receives and starts job tasks in order; a wait that ends goes straight
+from the gateway loop to one of a few ``bridge-complete`` threads, which complete it and
+start parked jobs (the registry is shared under a lock):
 
 - **receive**: a job message arrives (the consumer raised its QoS by one for it, the way
   Celery does for ETA tasks, so held jobs never shrink the app's prefetch window). A
@@ -84,6 +85,9 @@ class HeldJobs:
         self.outcomes: dict[str, Outcome] = {}
         self.stats = {"held": 0, "parked": 0, "reattached": 0, "completed": 0}
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        # The registry is changed by the bridge-held thread (receive, start) and the
+        # completion threads (forget, start parked jobs).
+        self._lock = threading.RLock()
         self._parked_n = 0  # read by the consumer's thread (an int: no lock needed)
         self.pid = os.getpid()
         # Completions run Celery's tracer, whose result store is a few blocking Redis round
@@ -114,11 +118,8 @@ class HeldJobs:
             item = self._inbox.get()
             try:
                 if item[0] == "receive":
-                    self._receive(item[1], item[2])
-                elif item[0] == "done":
-                    self._done(item[1], item[2])
-                elif item[0] == "finished":
-                    self._finished(item[1])
+                    with self._lock:
+                        self._receive(item[1], item[2])
             except Exception:  # one bad message must not stop every held job
                 log.exception("bridge: held-job step %s failed", item[0])
 
@@ -169,24 +170,37 @@ class HeldJobs:
         from bridge.gateway.core import get_gateway
 
         task_id = req.id
-        get_gateway().spawn(plan, lambda done: self._inbox.put(("done", task_id, done)))
+        # Straight from the gateway loop to a completion thread: one hand-off, not two.
+        def ended(done: Any) -> None:
+            self._completers.submit(self._done, task_id, done)
+
+        get_gateway().spawn(plan, ended)
 
     def _done(self, task_id: str, done: Any) -> None:
-        held = self.held.get(task_id)
-        if held is None:
-            return
+        """A completion thread: the wait of ``task_id`` ended."""
+        with self._lock:
+            held = self.held.get(task_id)
+            if held is None:
+                return
+            held.completing = True
         if done.cancelled():
             outcome = Outcome("handoff")
         else:
             exc = done.exception()
             # the plans' coroutines resolve to an Outcome; anything else is a failure
             outcome = done.result() if exc is None else Outcome("error", exc)
-        self._complete(held, outcome)
+        self._store(held.req, outcome)
+        self._finished(held)
 
     def _complete(self, held: Held, outcome: Outcome) -> None:
+        """An outcome known at the start (no wait): stored on a completion thread."""
         held.completing = True
-        self._completers.submit(self._store, held.req, outcome).add_done_callback(
-            lambda _: self._inbox.put(("finished", held)))
+
+        def complete() -> None:
+            self._store(held.req, outcome)
+            self._finished(held)
+
+        self._completers.submit(complete)
 
     def _store(self, req: Any, outcome: Outcome) -> None:
         """A completion thread: the request's outcome through Celery's execution."""
@@ -212,16 +226,18 @@ class HeldJobs:
             task_ready(req)
 
     def _finished(self, held: Held) -> None:
-        """Back on the bridge-held thread: forget the job, ack older deliveries, make room."""
-        self.held.pop(held.req.id, None)
-        self.stats["completed"] += 1
-        for old, qos in held.extras:
-            if _channel_open(old):
-                old.acknowledge()
-            task_ready(old)
-            _release(qos)
-        _release(held.qos)
-        self._start_parked()
+        """After the store: forget the job, ack older deliveries, make room."""
+        with self._lock:
+            self.held.pop(held.req.id, None)
+            self.stats["completed"] += 1
+            extras, held.extras = held.extras, []
+            for old, qos in extras:
+                if _channel_open(old):
+                    old.acknowledge()
+                task_ready(old)
+                _release(qos)
+            _release(held.qos)
+            self._start_parked()
 
     def _start_parked(self) -> None:
         while self.parked and len(self.held) < self.cap:
