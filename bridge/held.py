@@ -84,7 +84,7 @@ class HeldJobs:
         self.parked: deque[tuple[Any, Any]] = deque()
         self.outcomes: dict[str, Outcome] = {}
         self.stats = {"held": 0, "parked": 0, "reattached": 0, "completed": 0}
-        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()  # (request, QoS)
         # The registry is changed by the bridge-held thread (receive, start) and the
         # completion threads (forget, start parked jobs).
         self._lock = threading.RLock()
@@ -106,22 +106,18 @@ class HeldJobs:
         counted = self._parked_n < self.cap
         if counted:
             qos.increment_eventually()
-        self._inbox.put(("receive", req, qos if counted else None))
-
-    def in_flight(self) -> int:
-        return len(self.held)
+        self._inbox.put((req, qos if counted else None))
 
     # -- the bridge-held thread -------------------------------------------------------------
 
     def _serve(self) -> None:
         while True:
-            item = self._inbox.get()
+            req, qos = self._inbox.get()
             try:
-                if item[0] == "receive":
-                    with self._lock:
-                        self._receive(item[1], item[2])
+                with self._lock:
+                    self._receive(req, qos)
             except Exception:  # one bad message must not stop every held job
-                log.exception("bridge: held-job step %s failed", item[0])
+                log.exception("bridge: holding %s[%s] failed", req.name, req.id)
 
     def _receive(self, req: Any, qos: Any) -> None:
         current = self.held.get(req.id)
@@ -265,7 +261,7 @@ _lock = threading.Lock()
 _jobs: HeldJobs | None = None
 
 
-def held_jobs(app: Any = None) -> HeldJobs:
+def held_jobs() -> HeldJobs:
     """This process's :class:`HeldJobs` (made on first use, in the worker's main process)."""
     global _jobs
     with _lock:

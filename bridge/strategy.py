@@ -116,7 +116,7 @@ def job_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
         return default(task, app, consumer, **kwargs)
     from bridge.held import held_jobs
 
-    jobs = held_jobs(app)
+    jobs = held_jobs()
 
     def on_task_request(req: Any) -> None:
         jobs.receive(req, consumer)

@@ -93,8 +93,9 @@ def _mark_revoked(task: Task, reason: str) -> None:
     raise Ignore()
 
 
-#: Job tasks whose held start is not :func:`plan_held`'s (``bridge.batch_item``).
-HELD_PLANS: dict[str, Callable[[Any], Any]] = {}
+#: Job tasks whose held start is not :func:`plan_held`'s (``bridge.batch_item``): called
+#: with the request and its arguments by name.
+HELD_PLANS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {}
 
 #: How each job task drives the gateway: keyword arguments of ``Gateway.arun``.
 _MODES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -156,13 +157,13 @@ def plan_held(req: Any) -> Any:
     from bridge.held import Outcome
 
     task = req.task
-    custom = HELD_PLANS.get(task.name)
-    if custom is not None:
-        return custom(req)
     try:
         a = bind_arguments(task, req.args, req.kwargs)
     except TypeError:
         return Outcome("plain")  # the tracer calls the body and fails it with the TypeError
+    custom = HELD_PLANS.get(task.name)
+    if custom is not None:
+        return custom(req, a)
     gateway = get_gateway()
     begin_args = redis_begin_args(task.backend, req._context, req.id, gateway.settings.redis_url)
     early = None

@@ -23,7 +23,7 @@ from bridge.batch import store as st
 from bridge.batch.engine import error_dict
 from bridge.batch.redis_store import RedisStore
 from bridge.redis_clients import riding_sync_client
-from bridge.tasks import HELD_PLANS, BridgeTask, bind_arguments, deliver, run_outcome
+from bridge.tasks import HELD_PLANS, BridgeTask, deliver, run_outcome
 
 log = logging.getLogger("bridge.batch")
 
@@ -128,15 +128,12 @@ def run_item(
     return record_item(store, index, attempt, gateway.call(await_item(gateway, spec)))
 
 
-def plan_item(req: Any) -> Any:
-    """The start of a held ``bridge.batch_item`` (see :func:`bridge.tasks.plan_held`)."""
+def plan_item(req: Any, a: dict[str, Any]) -> Any:
+    """The start of a held ``bridge.batch_item`` whose arguments by name are ``a`` (see
+    :func:`bridge.tasks.plan_held`)."""
     from bridge.gateway.core import get_gateway
     from bridge.held import Outcome
 
-    try:
-        a = bind_arguments(req.task, req.args, req.kwargs)
-    except TypeError:
-        return Outcome("plain")
     attempt = a.get("attempt", 0)
     known = _known(_store(a["batch_id"]), a["index"], attempt)
     if known is not None:
