@@ -81,6 +81,9 @@ def _parse_error_rate(value: str) -> tuple[str, float]:
                                       "(from its opening or its previous answer; also the idle keep-alive).")
 @click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=BODY_TIMEOUT,
               show_default=True, help="Seconds a request body may take after its head; then 408.")
+@click.option("--long-poll/--no-long-poll", "long_poll", default=True, show_default=True,
+              help="--no-long-poll: serve no /status-sync (404 as for an unknown route), like a "
+                   "RunPod-style server without long polls; clients poll /status.")
 @click.option("--worker-command", default=None, metavar="CMD",
               help="Run the endpoint's jobs in real runpod worker processes started with CMD "
                    "(e.g. \"python handler.py\"), instead of a HANDLER.")
@@ -106,6 +109,7 @@ def serve(
     webhook_retry_delay: float,
     header_timeout: float,
     body_timeout: float,
+    long_poll: bool,
     worker_command: str | None,
     worker_count: int,
 ) -> None:
@@ -134,7 +138,7 @@ def serve(
     if error_rates:
         faults["error_rate"] = dict(_parse_error_rate(v) for v in error_rates)
     server_options = {"webhook_retry_delay": webhook_retry_delay, "header_timeout": header_timeout,
-                      "body_timeout": body_timeout}
+                      "body_timeout": body_timeout, "long_poll": long_poll}
     options = {
         "workers": workers, "return_aggregate_stream": return_aggregate_stream, "retention": retention,
         "sync_retention": sync_retention, "execution_timeout": execution_timeout,
@@ -181,7 +185,8 @@ async def _serve(
         base_url = await server.start()
         click.echo(f"bridge local endpoint serving {base_url} "
                    f"(endpoints: {', '.join(e for e, _, _ in endpoints)}; profile {profile}"
-                   f"{'; API key required' if api_key else ''})")
+                   f"{'; API key required' if api_key else ''}"
+                   f"{'' if server.long_poll else '; no long polls'})")
         sys.stdout.flush()
         await stop.wait()
         if not failed:

@@ -43,6 +43,11 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> w
     return response
 
 
+def no_route(request: web.Request) -> web.Response:
+    """The answer to a path no route serves (also what /status-sync gives with long polls off)."""
+    return error(404, f"no route {request.method} {request.path}")
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """aiohttp's own 404/405 pages become JSON error bodies too."""
@@ -50,7 +55,7 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return error(exc.status, exc.reason if exc.status != 404 else f"no route {request.method} {request.path}")
+            return no_route(request) if exc.status == 404 else error(exc.status, exc.reason)
         raise
 
 
@@ -100,6 +105,8 @@ class Routes:
         server = self.server
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            if op == "status-sync" and not server.long_poll:
+                return self._no_long_poll(request)
             # The key first: a request without it must not grow any table (stats, jobs, keys).
             if not self.authorised(request):
                 return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
@@ -127,6 +134,15 @@ class Routes:
                 return error(404, _GONE.format(exc.args[0]))
 
         return handle
+
+    def _no_long_poll(self, request: web.Request) -> web.Response:
+        """/status-sync on a server without long polls: the unknown-route 404, before any
+        other check (as the router would). Counted, for a known endpoint and a valid key
+        only, so tests and benchmarks see whether a client keeps asking."""
+        endpoint_id = request.match_info["endpoint_id"]
+        if self.authorised(request) and endpoint_id in self.server.endpoints:
+            self.server.count(endpoint_id, "status-sync")
+        return no_route(request)
 
     def _guard_test(self, fn: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:

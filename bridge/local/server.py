@@ -81,7 +81,9 @@ class LocalServer:
     counted from its opening or from its previous answer; past it the connection is closed
     (this is also how long an idle keep-alive connection is kept). ``body_timeout``:
     seconds a request body may take once its head has arrived; past it the answer is 408
-    and the connection is closed.
+    and the connection is closed. ``long_poll=False``: a RunPod-style server without
+    ``/status-sync`` (the SDK's own and self-hosted ones): that route answers 404 exactly as
+    an unknown route does, so clients poll ``/status``; may be changed while serving.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class LocalServer:
         webhook_retry_delay: float = 10.0,
         header_timeout: float = bodies.HEADER_TIMEOUT,
         body_timeout: float = bodies.BODY_TIMEOUT,
+        long_poll: bool = True,
     ) -> None:
         if header_timeout <= 0 or body_timeout <= 0:
             raise ValueError("header_timeout and body_timeout must be positive seconds")
@@ -104,6 +107,8 @@ class LocalServer:
         self.api_key = api_key
         self.header_timeout = float(header_timeout)
         self.body_timeout = float(body_timeout)
+        #: False: /status-sync is not served (404 as for an unknown route); read per request.
+        self.long_poll = bool(long_poll)
         self.profile = policies.check_profile(profile)
         self.faults = Faults.for_profile(self.profile)
         if faults:

@@ -38,7 +38,9 @@ class LocalEndpoint:
     ``execution_timeout``, ``ttl``, ``runsync_wait`` (seconds), ``max_run_bytes``,
     ``max_runsync_bytes``. ``faults`` is a dict of fault settings (see ``set_faults``).
     ``header_timeout`` / ``body_timeout`` (seconds) bound how long a request head / body may
-    take to arrive (see :class:`~bridge.local.server.LocalServer`).
+    take to arrive (see :class:`~bridge.local.server.LocalServer`). ``long_poll=False``
+    serves no ``/status-sync`` (404 as for an unknown route), like a RunPod-style server
+    without long polls; :meth:`set_long_poll` changes it while serving.
     """
 
     def __init__(
@@ -57,13 +59,14 @@ class LocalEndpoint:
         webhook_retry_delay: float = 10.0,
         header_timeout: float = HEADER_TIMEOUT,
         body_timeout: float = BODY_TIMEOUT,
+        long_poll: bool = True,
         **options: Any,
     ) -> None:
         self.endpoint_id = endpoint_id
         self._server = LocalServer(
             host=host, port=port, api_key=api_key, profile=profile, faults=faults,
             webhook_retries=webhook_retries, webhook_retry_delay=webhook_retry_delay,
-            header_timeout=header_timeout, body_timeout=body_timeout,
+            header_timeout=header_timeout, body_timeout=body_timeout, long_poll=long_poll,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bridge-local-endpoint", daemon=True)
@@ -137,6 +140,10 @@ class LocalEndpoint:
     def set_faults(self, **settings: Any) -> None:
         """rate_limits, error_rate, error_status, latency, cold_start, seed, status_override, profile."""
         self._call(lambda: self._server.set_faults(**settings))
+
+    def set_long_poll(self, on: bool) -> None:
+        """Serve /status-sync (True) or answer it 404 as an unknown route (False)."""
+        self._call(lambda: setattr(self._server, "long_poll", bool(on)))
 
     def faults(self) -> dict[str, Any]:
         return self._call(self._server.faults.describe)
