@@ -25,9 +25,13 @@
 
 Every error is picklable and survives Celery's JSON result serialisation: each class
 passes *all* its constructor arguments, positionally, to ``super().__init__`` and every
-argument is a JSON-safe scalar. ``str(err)`` is the message plus what to check. No error
-carries an API key: messages are built from ids and status text only, and
-:func:`scrub` is applied to any text that came from outside.
+argument is a JSON-safe scalar. The fields (``message``, ``job_id``, ``endpoint_id``,
+``hint``, ``status_code``, ``retry_after``, ``error`` ...) are views of ``args``: set one
+(``exc.job_id = "j"``) and ``args`` follows, so pickle and Celery's ``exc_type(*args)``
+rebuild give back the same error. Construct positionally or by keyword
+(``RateLimited("msg", job_id="j", retry_after=3)``). ``str(err)`` is the message plus what
+to check. No error carries an API key: messages are built from ids and status text only,
+and :func:`scrub` is applied to any text that came from outside.
 
 ``RETRYABLE`` lists the classes a caller may retry after backing off.
 """
@@ -35,7 +39,7 @@ carries an API key: messages are built from ids and status text only, and
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = [
     "RETRYABLE",
@@ -83,13 +87,68 @@ def scrub(text: str, *secrets: str | None) -> str:
     return text
 
 
+T = TypeVar("T")
+
+
+class Field(Generic[T]):
+    """An error field kept in ``args[index]``: the one copy that pickle and Celery's
+    ``exc_type(*args)`` rebuild carry, so setting the field can never leave them stale."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Field[T]: ...
+    @overload
+    def __get__(self, obj: BaseException, owner: type | None = None) -> T: ...
+    def __get__(self, obj: BaseException | None, owner: type | None = None) -> Field[T] | T:
+        if obj is None:
+            return self
+        args = obj.args
+        return args[self.index] if len(args) > self.index else None  # type: ignore[return-value]
+
+    def __set__(self, obj: BaseException, value: T) -> None:
+        args = list(obj.args)
+        args.extend([None] * (self.index + 1 - len(args)))
+        args[self.index] = value
+        obj.args = tuple(args)
+
+
+class _Hint(Field[str | None]):
+    """``hint``: ``None`` in ``args`` reads as the class's ``default_hint``; the default
+    itself is stored as ``None`` (what an error unpickled from an older version sets)."""
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Hint: ...
+    @overload
+    def __get__(self, obj: BaseException, owner: type | None = None) -> str: ...
+    def __get__(self, obj: BaseException | None, owner: type | None = None) -> _Hint | str:
+        if obj is None:
+            return self
+        value = super().__get__(obj, owner)
+        return getattr(obj, "default_hint", "") if value is None else value
+
+    def __set__(self, obj: BaseException, value: str | None) -> None:
+        super().__set__(obj, None if value == getattr(obj, "default_hint", None) else value)
+
+
 class BridgeError(Exception):
     """Base of all bridge errors.
 
-    Args are positional so pickling and Celery's ``exc_type(*exc_message)`` rebuild work.
+    Args are positional so pickling and Celery's ``exc_type(*exc_message)`` rebuild work;
+    each field below is ``args[i]`` (see :class:`Field`).
     """
 
     default_hint = ""
+
+    message: Field[str] = Field(0)
+    job_id: Field[str | None] = Field(1)
+    endpoint_id: Field[str | None] = Field(2)
+    hint = _Hint(3)
 
     def __init__(
         self,
@@ -100,10 +159,6 @@ class BridgeError(Exception):
         *extra: Any,
     ) -> None:
         super().__init__(message, job_id, endpoint_id, hint, *extra)
-        self.message = message
-        self.job_id = job_id
-        self.endpoint_id = endpoint_id
-        self.hint = hint if hint is not None else self.default_hint
 
     def __str__(self) -> str:
         where = []
@@ -146,6 +201,8 @@ class EndpointError(BridgeError):
 
     default_hint = "the endpoint id and the endpoint's own logs"
 
+    status_code: Field[int | None] = Field(4)
+
     def __init__(
         self,
         message: str,
@@ -156,7 +213,6 @@ class EndpointError(BridgeError):
         *extra: Any,
     ) -> None:
         super().__init__(message, job_id, endpoint_id, hint, status_code, *extra)
-        self.status_code = status_code
 
 
 class BadRequest(EndpointError):
@@ -179,6 +235,8 @@ class NotFound(EndpointError):
 class RateLimited(EndpointError):
     default_hint = "your request rate against the endpoint's limits; bridge retries with backoff"
 
+    retry_after: Field[float | None] = Field(5)
+
     def __init__(
         self,
         message: str,
@@ -190,7 +248,6 @@ class RateLimited(EndpointError):
         *extra: Any,
     ) -> None:
         super().__init__(message, job_id, endpoint_id, hint, status_code, retry_after, *extra)
-        self.retry_after = retry_after
 
 
 class ServerError(EndpointError):
@@ -210,6 +267,9 @@ class UnknownStatus(MalformedResponse):
     default_hint = ("that the base URL points at a RunPod-compatible endpoint; "
                     "BRIDGE_UNKNOWN_STATUS_TIMEOUT sets how long such a status is waited on")
 
+    status: Field[str | None] = Field(5)
+    waited: Field[float | None] = Field(6)
+
     def __init__(
         self,
         message: str,
@@ -222,14 +282,14 @@ class UnknownStatus(MalformedResponse):
         *extra: Any,
     ) -> None:
         super().__init__(message, job_id, endpoint_id, hint, status_code, status, waited, *extra)
-        self.status = status
-        self.waited = waited
 
 
 class Timeout(BridgeError, TimeoutError):
     """Our own deadline passed. Subclasses the built-in ``TimeoutError`` like the SDK's."""
 
     default_hint = "the timeout you passed; the remote job may still be running unless cancelled"
+
+    timeout: Field[float | None] = Field(4)
 
     def __init__(
         self,
@@ -244,7 +304,6 @@ class Timeout(BridgeError, TimeoutError):
         # TimeoutError is an OSError, which keeps only two of several args in .args;
         # Celery rebuilds errors from .args, so restore all of them.
         self.args = (message, job_id, endpoint_id, hint, timeout, *extra)
-        self.timeout = timeout
 
 
 class RedisUnavailable(BridgeError):
@@ -255,6 +314,9 @@ class RedisUnavailable(BridgeError):
         "that Redis is running and reachable at that URL (BRIDGE_REDIS_URL or the result backend), "
         "and BRIDGE_REDIS_OUTAGE, how long bridge retries through an outage (default 300 s)"
     )
+
+    url: Field[str | None] = Field(4)
+    outage: Field[float | None] = Field(5)
 
     def __init__(
         self,
@@ -267,14 +329,14 @@ class RedisUnavailable(BridgeError):
         *extra: Any,
     ) -> None:
         super().__init__(message, job_id, endpoint_id, hint, url, outage, *extra)
-        self.url = url
-        self.outage = outage
 
 
 class JobError(BridgeError):
     """The remote job reached a terminal state other than COMPLETED."""
 
-    status = ""
+    status = ""  # the terminal status this error stands for (a class constant)
+
+    error: Field[Any] = Field(4)
 
     def __init__(
         self,
@@ -286,7 +348,6 @@ class JobError(BridgeError):
         *extra: Any,
     ) -> None:
         super().__init__(message, job_id, endpoint_id, hint, error, *extra)
-        self.error = error
 
 
 class JobFailed(JobError):
