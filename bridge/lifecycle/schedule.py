@@ -1,0 +1,271 @@
+"""When to look at a job's status on an endpoint without long polls: a schedule learned per
+endpoint from the durations of its earlier jobs.
+
+Pure and fast: no I/O, no clock of its own (callers pass the seconds elapsed), no asyncio.
+
+Each endpoint (base URL + endpoint id) has one :class:`EndpointProfile` in the
+process-wide :data:`profiles`. It remembers whether ``/status-sync`` exists (``long_poll``)
+and the durations of the last :data:`MEMORY` jobs it saw end (submit to end, from the
+terminal body's ``delayTime + executionTime``), recent ones weighing more (a weight halves
+every :data:`HALF_LIFE` jobs, so a change in the endpoint's jobs is learned within tens of
+jobs). Every wait gets a :class:`JobSchedule` from it.
+
+Until :data:`MIN_SAMPLES` durations are known a schedule backs off as bridge always did:
+``poll.initial``, times ``poll.factor``, up to ``poll.max_interval``. After that each pause
+ends at the latest time ``s`` for which the expected lateness of noticing the end at ``s``
+(over the learned durations still possible, i.e. longer than the elapsed time) stays under
+:data:`LATENESS_BUDGET` seconds: where no job ends (before the shortest duration seen) the
+schedule jumps ahead, where many end it looks often, and the pauses shrink as the remaining
+durations thin out. This is the look-cost vs lateness balance of optimal inspection
+(pause ~ 1/sqrt(hazard)). Two bounds keep it close to a fixed poll where durations are
+spread: a look comes at most :func:`lateness_cap` after the earliest end still possible,
+and never past the longest duration seen (plus a small margin). A job that outlives every
+duration seen backs off again from ``poll.initial`` (the endpoint's jobs may have become
+longer; their durations are learned as they end). Every pause is at least
+:data:`MIN_PAUSE` and at most ``poll.max_interval`` (stretched by at most
+:data:`CAP_SLACK` when that lands the look at the predicted end instead of one more look
+before it).
+
+Callers: on an endpoint known to have no long polls, ask ``next_delay(0.0, None)`` before
+the first look too; a look right after submit is wasted on all but the shortest jobs, and
+the goals below count it.
+
+Measured by simulation (tests/lifecycle/test_schedule.py) and against the local endpoint
+without long polls (``python -m bench.waiting``). Goals (issue 10): jobs of 5 s +- 10 %:
+<= 2 looks per job, completion noticed <= 250 ms after it happened (p50); durations spread
+uniformly over 0.5-30 s: no more looks and no later notice than the official SDK's fixed
+1 s poll; a 30 s job: <= 3 looks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+__all__ = ["EndpointProfile", "JobSchedule", "Profiles", "profiles"]
+
+#: Durations remembered per endpoint.
+MEMORY = 200
+#: Durations needed before the learned schedule replaces the back-off.
+MIN_SAMPLES = 20
+#: A duration's weight halves every this many newer durations (drift: recent ones count more).
+HALF_LIFE = 50.0
+#: Expected lateness (seconds) one look may cost: larger means fewer looks, later notice.
+LATENESS_BUDGET = 0.1
+#: No two looks closer than this (seconds).
+MIN_PAUSE = 0.2
+#: A pause may exceed ``max_interval`` by this factor to land on the predicted end
+#: (3 pauses of 10 s end just before a 30 s job does; 10.2 s ones do not).
+CAP_SLACK = 1.05
+#: Statuses whose durations are learned (a job cancelled by someone says nothing of its length).
+_LEARNED = frozenset({"COMPLETED", "FAILED", "TIMED_OUT"})
+
+
+class PollLike(Protocol):
+    """What a schedule reads of a poll policy (``bridge.lifecycle.settings.PollPolicy``)."""
+
+    @property
+    def initial(self) -> float: ...
+    @property
+    def factor(self) -> float: ...
+    @property
+    def max_interval(self) -> float: ...
+    @property
+    def stream_max_interval(self) -> float: ...
+
+
+def lateness_cap(elapsed: float) -> float:
+    """The longest a look may come after the earliest end still possible: 0.75 s for jobs of
+    seconds (so spread durations are noticed no later than by a fixed 1 s poll, with fewer
+    looks), 3 % of the elapsed time for longer ones."""
+    return max(0.75, 0.03 * elapsed)
+
+
+class _Learned:
+    """An immutable snapshot of an endpoint's durations, sorted, with weights and suffix sums."""
+
+    __slots__ = ("exec_low", "values", "weight_above", "wvalue_above", "weights")
+
+    def __init__(self, durations: list[float], executions: list[float]) -> None:
+        n = len(durations)
+        decay = 0.5 ** (1.0 / HALF_LIFE)
+        pairs = sorted((d, decay ** (n - 1 - i)) for i, d in enumerate(durations))
+        self.values = [d for d, _ in pairs]
+        self.weights = [w for _, w in pairs]
+        # weight_above[i] = total weight of values[i:], wvalue_above likewise of weight*value
+        self.weight_above = [0.0] * (n + 1)
+        self.wvalue_above = [0.0] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            self.weight_above[i] = self.weight_above[i + 1] + self.weights[i]
+            self.wvalue_above[i] = self.wvalue_above[i + 1] + self.weights[i] * self.values[i]
+        # A job still queued cannot end sooner than (about) the shortest run time seen.
+        ordered = sorted(executions)
+        self.exec_low = ordered[len(ordered) // 20] if ordered else 0.0
+
+    def margin(self) -> float:
+        """Slack past the longest duration seen: the unseen tail of the distribution."""
+        spread = self.values[-1] - self.values[0]
+        return 0.02 + 0.05 * spread
+
+    def next_look(self, elapsed: float) -> float | None:
+        """The time (seconds since submit) of the next look, or None when the job has
+        outlived every duration seen."""
+        values = self.values
+        first = bisect.bisect_right(values, elapsed)
+        if first == len(values):
+            return None
+        alive = self.weight_above[first]  # weight of the durations longer than elapsed
+        budget = LATENESS_BUDGET * alive
+        # Walk the durations that could end next: looking at s costs sum w_i (s - v_i) over
+        # v_i <= s, over ``alive``. Find the s where that reaches the budget.
+        look = values[-1]
+        for k in range(first, len(values)):
+            weight = alive - self.weight_above[k + 1]          # sum of w over values[first..k]
+            wvalue = self.wvalue_above[first] - self.wvalue_above[k + 1]
+            s = (budget + wvalue) / weight
+            if k + 1 == len(values) or s <= values[k + 1]:
+                look = s
+                break
+        look = min(look, values[first] + lateness_cap(elapsed), values[-1] + self.margin())
+        return max(look, values[first])
+
+
+class EndpointProfile:
+    """What is known of one endpoint: whether it has long polls, and its jobs' durations."""
+
+    def __init__(self, memory: int = MEMORY) -> None:
+        #: None = not known yet; False = /status-sync is missing (remembered, never asked again).
+        self.long_poll: bool | None = None
+        self._durations: deque[float] = deque(maxlen=memory)
+        self._executions: deque[float] = deque(maxlen=memory)
+        self._lock = threading.Lock()
+        self._learned: _Learned | None = None  # cached snapshot; None when stale
+
+    def observe(self, body: Mapping[str, Any], waited: float) -> None:
+        """Learn from a terminal status ``body`` noticed ``waited`` seconds after submit.
+
+        The duration is the endpoint's own ``delayTime + executionTime`` (ms) when the body
+        has them (not biased by how late we noticed), else ``waited``. CANCELLED jobs and
+        non-terminal bodies teach nothing."""
+        if body.get("status") not in _LEARNED:
+            return
+        delay, execution = _ms(body.get("delayTime")), _ms(body.get("executionTime"))
+        duration = delay + execution if delay is not None and execution is not None else waited
+        if not math.isfinite(duration) or duration < 0:
+            return
+        with self._lock:
+            self._durations.append(duration)
+            if execution is not None:
+                self._executions.append(execution)
+            self._learned = None
+
+    @property
+    def samples(self) -> int:
+        """How many durations are remembered."""
+        return len(self._durations)
+
+    def learned(self) -> _Learned | None:
+        """The current snapshot, or None while fewer than MIN_SAMPLES durations are known."""
+        snapshot = self._learned
+        if snapshot is not None:
+            return snapshot
+        with self._lock:
+            if len(self._durations) < MIN_SAMPLES:
+                return None
+            if self._learned is None:
+                self._learned = _Learned(list(self._durations), list(self._executions))
+            return self._learned
+
+    def schedule(self, poll: PollLike, *, stream: bool = False) -> JobSchedule:
+        """A schedule for one wait (``stream``: reads of /stream, which only back off)."""
+        return JobSchedule(self, poll, stream=stream)
+
+
+class JobSchedule:
+    """The pauses of one wait. Not shared between waits."""
+
+    def __init__(self, profile: EndpointProfile, poll: PollLike, *, stream: bool = False) -> None:
+        self._profile = profile
+        self._initial = poll.initial
+        self._factor = poll.factor
+        self._cap = poll.stream_max_interval if stream else poll.max_interval
+        if stream:
+            self._initial = getattr(poll, "stream_initial", poll.initial)
+        self._stream = stream
+        self._interval = self._initial  # the back-off's next pause
+        self._overdue = False  # past every learned duration: backing off again
+
+    def next_delay(self, elapsed: float, status: str | None) -> float:
+        """Seconds to pause before the next plain /status look, ``elapsed`` seconds after
+        submit (or after the wait began, for a resumed job), ``status`` the last one seen."""
+        elapsed = max(0.0, elapsed)
+        learned = None if self._stream else self._profile.learned()
+        if learned is not None:
+            look = learned.next_look(elapsed)
+            if look is not None:
+                self._overdue = False
+                self._interval = self._initial
+                if status == "IN_QUEUE":  # not started: it cannot end before a run's length
+                    look = max(look, elapsed + learned.exec_low)
+                return self._bounded(elapsed, look)
+            if not self._overdue:  # outlived every duration seen: back off from the start
+                self._overdue = True
+                self._interval = max(MIN_PAUSE, min(self._initial, 0.1 * elapsed))
+        pause = self._interval
+        self._interval = min(self._cap, self._interval * self._factor)
+        return max(MIN_PAUSE, min(pause, self._cap))
+
+    def _bounded(self, elapsed: float, look: float) -> float:
+        pause = look - elapsed
+        if pause > self._cap:
+            # Spread the way to the look over the fewest pauses within the cap (with slack):
+            # the last one lands on the look instead of one more look just before it.
+            steps = math.ceil(pause / (self._cap * CAP_SLACK))
+            pause = pause / steps
+        return max(MIN_PAUSE, pause)
+
+    def reset(self) -> None:
+        """A stream chunk arrived: look again promptly."""
+        self._interval = self._initial
+        self._overdue = False
+
+
+def _ms(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return float(value) / 1000.0
+
+
+class Profiles:
+    """The process-wide registry of endpoint profiles, by (base URL, endpoint id)."""
+
+    #: Endpoints remembered; the least recently used one is forgotten past this.
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._profiles: dict[tuple[str, str], EndpointProfile] = {}
+        self._lock = threading.Lock()
+
+    def get(self, base_url: str, endpoint_id: str) -> EndpointProfile:
+        key = (base_url.rstrip("/"), endpoint_id)
+        with self._lock:
+            profile = self._profiles.pop(key, None)
+            if profile is None:
+                profile = EndpointProfile()
+                if len(self._profiles) >= self.LIMIT:
+                    self._profiles.pop(next(iter(self._profiles)))
+            self._profiles[key] = profile  # most recently used last
+            return profile
+
+    def clear(self) -> None:
+        """Forget every endpoint (tests)."""
+        with self._lock:
+            self._profiles.clear()
+
+
+#: The registry every waiter in this process shares.
+profiles = Profiles()
