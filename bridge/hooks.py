@@ -1,9 +1,12 @@
 """The hook pipeline runner the gateway, the batch runner and the local endpoint call.
 
-``Hooks`` snapshots, once, the implementations of every hook in ``bridge.hookspecs`` in call
-order, and runs them itself instead of through ``pm.hook.*``: transforms are a pipeline
-(pluggy would return a list), observers are isolated from each other (pluggy would stop at
-the first exception), and a hook with no implementations costs one attribute test.
+``Hooks`` snapshots, once, the implementations of every hook in call order, and runs them
+itself instead of through ``pm.hook.*``: transforms are a pipeline (pluggy would return a
+list), observers are isolated from each other (pluggy would stop at the first exception),
+and a hook with no implementations costs one dict look-up. Which hooks exist and how each
+runs comes from the specs' kind marks (``bridge.hookspecs``, plus any marked spec added to
+the plugin manager), so a new hook needs no edit here: its call site uses the generic
+``pipeline``/``first_answer``/``notify``/``call_registration`` (and async twins).
 
 Sync and async: ``transform_input`` & co. run ``async def`` implementations to completion
 on a private event loop kept per thread (and refuse, naming the plugin, when called inside
@@ -20,74 +23,32 @@ import asyncio
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import pluggy
 
 from bridge._hookcall import (
     Impl,
+    Spec,
     close_loops,
     collect,
-    hook_names,
-    hook_of,
     log_observer_error,
+    observer_events,
     plugin_error,
+    registration_error,
+    spec_table,
 )
-from bridge.errors import BridgeError, ConfigurationError, scrub
+from bridge.errors import BridgeError, ConfigurationError
+from bridge.hook_context import EndpointSpec, JobContext
 
 __all__ = ["EVENTS", "EndpointSpec", "Hooks", "JobContext"]
 
 logger = logging.getLogger("bridge.hooks")
 
-#: Observer events ``Hooks.notify`` accepts; each is the hook ``bridge_on_<event>``.
-EVENTS: tuple[str, ...] = (
-    "submitted", "status_changed", "completed", "failed", "cancelled", "retried", "rate_limited",
-)
-
-Process = Literal["producer", "worker", "endpoint"]
-
-
-@dataclass(slots=True)
-class JobContext:
-    """Everything a per-job hook may want to know, in one object (fields may be added).
-
-    ``options`` maps plugin name → that plugin's options (``Hooks`` fills it when empty).
-    ``meta`` is what plugins want shown (e.g. ``{"cache": "hit"}``): the gateway redacts it
-    and stores it with the task's journal entry, read by ``bridge.tasks.job_meta(task_id)``. ``state`` is private per-job scratch, never persisted.
-    """
-
-    endpoint_id: str
-    base_url: str | None = None
-    job_id: str | None = None
-    task_id: str | None = None
-    attempt: int = 0
-    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    process: Process = "worker"
-    state: dict[str, Any] = field(default_factory=dict)
-    #: ``time.monotonic()`` when the context was made (the job's start, in this process).
-    started: float = field(default_factory=time.monotonic)
-
-    def options_for(self, plugin: str) -> Mapping[str, Any]:
-        """The options of one plugin (empty when it has none)."""
-        return self.options.get(plugin, {})
-
-
-@dataclass(frozen=True)
-class EndpointSpec:
-    """A named endpoint contributed by a plugin's ``bridge_register_endpoints``."""
-
-    name: str
-    endpoint_id: str
-    base_url: str | None = None
-    api_key_env: str | None = None  # the name of an environment variable, never a key
-    policy: Mapping[str, Any] | None = None
-    plugin: str = ""
-
+#: Observer events of bridge's own hooks (``Hooks.notify``); each is the hook ``bridge_on_<event>``.
+EVENTS: tuple[str, ...] = observer_events()
 
 _MISS: tuple[bool, Any] = (False, None)
 _cache_lock = threading.Lock()
@@ -101,15 +62,25 @@ class Hooks:
         self.pm = pm
         #: plugin name → options, as given to each plugin (``JobContext.options``).
         self.options: Mapping[str, Mapping[str, Any]] = getattr(pm, "options", None) or {}
-        self._impls: dict[str, tuple[Impl, ...]] = {}
-        for name in hook_names():
-            self._impls[name] = collect(pm, name) if pm is not None else ()
-        self._input = self._impls["bridge_transform_input"]
-        self._lookup = self._impls["bridge_lookup"]
-        self._output = self._impls["bridge_transform_output"]
-        self._chunk = self._impls["bridge_transform_chunk"]
-        self._redact = self._impls["bridge_redact"]
-        self._events = {event: self._impls[f"bridge_on_{event}"] for event in EVENTS}
+        #: hook name → its spec, as marked in ``bridge.hookspecs`` (or a spec added to ``pm``).
+        self.specs: dict[str, Spec] = spec_table(pm)
+        self._impls: dict[str, tuple[Impl, ...]] = {
+            name: collect(pm, spec) if pm is not None else () for name, spec in self.specs.items()
+        }
+        # One table per kind, so a call checks the hook's kind in the same look-up.
+        self._kinds: dict[str, dict[str, tuple[Spec, tuple[Impl, ...]]]] = {
+            kind: {} for kind in ("transform", "first_answer", "observer", "registration")
+        }
+        for name, spec in self.specs.items():
+            key = spec.event if spec.kind == "observer" else name
+            self._kinds[spec.kind][key] = (spec, self._impls[name])
+        self._transforms = self._kinds["transform"]
+        self._events = {event: impls for event, (_, impls) in self._kinds["observer"].items()}
+        self._input = self._transforms["bridge_transform_input"]
+        self._lookup = self._kinds["first_answer"]["bridge_lookup"]
+        self._output = self._transforms["bridge_transform_output"]
+        self._chunk = self._transforms["bridge_transform_chunk"]
+        self._redact = self._transforms["bridge_redact"]
         self._loops = threading.local()
         self._all_loops: list[asyncio.AbstractEventLoop] = []
         weakref.finalize(self, close_loops, self._all_loops)
@@ -169,78 +140,92 @@ class Hooks:
         """Plugin names implementing ``hook``, in call order."""
         return [impl.plugin for impl in self._impls.get(hook, ())]
 
-    # ---------------------------------------------------------------- sync transforms
+    # ---------------------------------------------------------------- generic runners
+
+    def pipeline(self, hook: str, ctx: JobContext, value: Any) -> Any:
+        """Run the transform ``hook`` (full name): each impl gets the previous result, ``None``
+        keeps it. A plugin's error is raised naming the plugin (``bridge.hookspecs``)."""
+        spec, impls = self._entry(self._transforms, hook, "transform")
+        return self._pipeline(spec, impls, ctx, value) if impls else value
+
+    async def apipeline(self, hook: str, ctx: JobContext, value: Any) -> Any:
+        """:meth:`pipeline` from async code: awaits ``async def`` impls, calls others inline."""
+        spec, impls = self._entry(self._transforms, hook, "transform")
+        return await self._apipeline(spec, impls, ctx, value) if impls else value
+
+    def first_answer(self, hook: str, ctx: JobContext, value: Any) -> tuple[bool, Any]:
+        """``(True, answer)`` from the first impl of ``hook`` answering non-``None``, else
+        ``(False, None)``; later impls are not called."""
+        spec, impls = self._entry(self._kinds["first_answer"], hook, "first_answer")
+        return self._first(spec, impls, ctx, value) if impls else _MISS
+
+    async def afirst_answer(self, hook: str, ctx: JobContext, value: Any) -> tuple[bool, Any]:
+        spec, impls = self._entry(self._kinds["first_answer"], hook, "first_answer")
+        return await self._afirst(spec, impls, ctx, value) if impls else _MISS
+
+    def call_registration(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every impl of the registration ``hook`` with the arguments it takes from
+        ``kwargs``: ``[(plugin, result), ...]`` in call order. A plugin's error is a
+        ``ConfigurationError`` naming it."""
+        spec, impls = self._entry(self._kinds["registration"], hook, "registration")
+        return [(impl.plugin, self._call_registration(spec, impl, kwargs)) for impl in impls]
+
+    # ------------------------------------------------- bridge's own hooks, by name
+    # (each reads its table entry directly: no hook takes more than one attribute test
+    # when no plugin implements it)
 
     def transform_input(self, ctx: JobContext, input: Any) -> Any:
         """Run the input pipeline. Raises ``JobRejected`` (naming the plugin) on a veto."""
-        if not self._input:
-            return input
-        return self._pipeline("bridge_transform_input", self._input, ctx, input)
+        spec, impls = self._input
+        return self._pipeline(spec, impls, ctx, input) if impls else input
 
     def lookup(self, ctx: JobContext, input: Any) -> tuple[bool, Any]:
         """``(True, output)`` from the first implementation that answers, else ``(False, None)``."""
-        if not self._lookup:
-            return _MISS
-        self._bind(ctx)
-        for impl in self._lookup:
-            result = self._call_transform("bridge_lookup", impl, ctx, input)
-            if result is not None:
-                return True, result
-        return _MISS
+        spec, impls = self._lookup
+        return self._first(spec, impls, ctx, input) if impls else _MISS
 
     def transform_output(self, ctx: JobContext, output: Any) -> Any:
-        if not self._output:
-            return output
-        return self._pipeline("bridge_transform_output", self._output, ctx, output)
+        spec, impls = self._output
+        return self._pipeline(spec, impls, ctx, output) if impls else output
 
     def transform_chunk(self, ctx: JobContext, chunk: Any) -> Any:
-        if not self._chunk:
-            return chunk
-        return self._pipeline("bridge_transform_chunk", self._chunk, ctx, chunk)
+        spec, impls = self._chunk
+        return self._pipeline(spec, impls, ctx, chunk) if impls else chunk
 
     def redact(self, ctx: JobContext, value: Any) -> Any:
         """A copy of ``value`` safe for logs and meta. Never raises: if a redactor fails,
         the error is logged with its name and ``"***"`` is returned (fail closed)."""
-        if not self._redact:
+        spec, impls = self._redact
+        if not impls:
             return value
         try:
-            return self._pipeline("bridge_redact", self._redact, ctx, value)
+            return self._pipeline(spec, impls, ctx, value)
         except Exception:
             logger.exception("redaction failed; the value was replaced by '***'")
             return "***"
 
-    # ---------------------------------------------------------------- async transforms
-
     async def atransform_input(self, ctx: JobContext, input: Any) -> Any:
-        if not self._input:
-            return input
-        return await self._apipeline("bridge_transform_input", self._input, ctx, input)
+        spec, impls = self._input
+        return await self._apipeline(spec, impls, ctx, input) if impls else input
 
     async def alookup(self, ctx: JobContext, input: Any) -> tuple[bool, Any]:
-        if not self._lookup:
-            return _MISS
-        self._bind(ctx)
-        for impl in self._lookup:
-            result = await self._acall_transform("bridge_lookup", impl, ctx, input)
-            if result is not None:
-                return True, result
-        return _MISS
+        spec, impls = self._lookup
+        return await self._afirst(spec, impls, ctx, input) if impls else _MISS
 
     async def atransform_output(self, ctx: JobContext, output: Any) -> Any:
-        if not self._output:
-            return output
-        return await self._apipeline("bridge_transform_output", self._output, ctx, output)
+        spec, impls = self._output
+        return await self._apipeline(spec, impls, ctx, output) if impls else output
 
     async def atransform_chunk(self, ctx: JobContext, chunk: Any) -> Any:
-        if not self._chunk:
-            return chunk
-        return await self._apipeline("bridge_transform_chunk", self._chunk, ctx, chunk)
+        spec, impls = self._chunk
+        return await self._apipeline(spec, impls, ctx, chunk) if impls else chunk
 
     async def aredact(self, ctx: JobContext, value: Any) -> Any:
-        if not self._redact:
+        spec, impls = self._redact
+        if not impls:
             return value
         try:
-            return await self._apipeline("bridge_redact", self._redact, ctx, value)
+            return await self._apipeline(spec, impls, ctx, value)
         except Exception:
             logger.exception("redaction failed; the value was replaced by '***'")
             return "***"
@@ -249,7 +234,8 @@ class Hooks:
 
     def notify(self, event: str, ctx: JobContext, **data: Any) -> None:
         """Tell observers ``bridge_on_<event>`` what happened. A plugin's exception is logged
-        with its name and swallowed. An unknown ``event`` is a bug in the caller: ValueError."""
+        with its name and swallowed. An unknown ``event`` is a bug in the caller: ValueError.
+        Arguments an observer takes but the caller left out arrive as ``None``."""
         impls = self._observers(event)
         if not impls:
             return
@@ -280,7 +266,7 @@ class Hooks:
     def _observers(self, event: str) -> tuple[Impl, ...]:
         impls = self._events.get(event)
         if impls is None:
-            raise ValueError(f"unknown hook event {event!r}; known: {', '.join(EVENTS)}")
+            raise ValueError(f"unknown hook event {event!r}; known: {', '.join(self._events)}")
         return impls
 
     # ---------------------------------------------------------------- registration
@@ -288,7 +274,8 @@ class Hooks:
     def endpoints(self) -> dict[str, EndpointSpec]:
         """Endpoints contributed by plugins: name → :class:`EndpointSpec`."""
         found: dict[str, EndpointSpec] = {}
-        for impl in self._impls["bridge_register_endpoints"]:
+        spec, impls = self._entry(self._kinds["registration"], "bridge_register_endpoints", "registration")
+        for impl in impls:
 
             def register(
                 name: str, endpoint_id: str, base_url: str | None = None,
@@ -302,46 +289,54 @@ class Hooks:
                     )
                 found[name] = EndpointSpec(name, endpoint_id, base_url, api_key_env, policy, _plugin)
 
-            self._call_registration(impl, {"register": register, "options": self.options})
+            # each plugin gets its own register(), which knows whose endpoint it records
+            self._call_registration(spec, impl, {"register": register, "options": self.options})
         return found
 
     def celery_config(self) -> dict[str, Any]:
         """Celery settings from plugins, merged; one key set differently by two is an error."""
         merged: dict[str, Any] = {}
         owner: dict[str, str] = {}
-        for impl in self._impls["bridge_celery_config"]:
-            result = self._call_registration(impl, {"options": self.options})
+        for plugin, result in self.call_registration("bridge_celery_config", options=self.options):
             for key, value in (result or {}).items():
                 if key in merged and merged[key] != value:
                     raise ConfigurationError(
-                        f"Celery setting {key!r} is set differently by plugins {owner[key]!r} and {impl.plugin!r}",
+                        f"Celery setting {key!r} is set differently by plugins {owner[key]!r} and {plugin!r}",
                         None, None, "the plugins' options, or disable one with BRIDGE_DISABLE_PLUGINS",
                     )
                 merged[key] = value
-                owner[key] = impl.plugin
+                owner[key] = plugin
         return merged
 
     def register_commands(self, cli: Any) -> None:
         """Let plugins add commands to the click group ``cli``."""
-        for impl in self._impls["bridge_register_commands"]:
-            self._call_registration(impl, {"cli": cli, "options": self.options})
+        self.call_registration("bridge_register_commands", cli=cli, options=self.options)
 
     # ---------------------------------------------------------------- machinery
+
+    @staticmethod
+    def _entry(
+        table: dict[str, tuple[Spec, tuple[Impl, ...]]], hook: str, kind: str
+    ) -> tuple[Spec, tuple[Impl, ...]]:
+        entry = table.get(hook)
+        if entry is None:
+            raise ValueError(f"{hook!r} is not a {kind} hook; known: {', '.join(table)}")
+        return entry
 
     def _bind(self, ctx: JobContext) -> None:
         # A context made directly (not via Hooks.context) still lets plugins see options.
         if not ctx.options and self.options:
             ctx.options = self.options
 
-    def _pipeline(self, hook: str, impls: tuple[Impl, ...], ctx: JobContext, value: Any) -> Any:
+    def _pipeline(self, spec: Spec, impls: tuple[Impl, ...], ctx: JobContext, value: Any) -> Any:
         self._bind(ctx)
         for impl in impls:
-            result = self._call_transform(hook, impl, ctx, value)
+            result = self._call_transform(spec, impl, ctx, value)
             if result is not None:
                 value = result
         return value
 
-    async def _apipeline(self, hook: str, impls: tuple[Impl, ...], ctx: JobContext, value: Any) -> Any:
+    async def _apipeline(self, spec: Spec, impls: tuple[Impl, ...], ctx: JobContext, value: Any) -> Any:
         self._bind(ctx)
         for impl in impls:
             # inlined rather than awaiting _acall_transform: one coroutine less per plugin
@@ -350,42 +345,55 @@ class Hooks:
                 if impl.is_async:
                     result = await result
             except Exception as exc:
-                raise plugin_error(hook, impl.plugin, ctx, exc) from exc
+                raise plugin_error(spec, impl.plugin, ctx, exc) from exc
             if result is not None:
                 value = result
         return value
 
-    def _call_transform(self, hook: str, impl: Impl, ctx: JobContext, value: Any) -> Any:
+    def _first(self, spec: Spec, impls: tuple[Impl, ...], ctx: JobContext, value: Any) -> tuple[bool, Any]:
+        self._bind(ctx)
+        for impl in impls:
+            result = self._call_transform(spec, impl, ctx, value)
+            if result is not None:
+                return True, result
+        return _MISS
+
+    async def _afirst(self, spec: Spec, impls: tuple[Impl, ...], ctx: JobContext, value: Any) -> tuple[bool, Any]:
+        self._bind(ctx)
+        for impl in impls:
+            result = await self._acall_transform(spec, impl, ctx, value)
+            if result is not None:
+                return True, result
+        return _MISS
+
+    def _call_transform(self, spec: Spec, impl: Impl, ctx: JobContext, value: Any) -> Any:
         try:
             result = impl.call(ctx, value)
             if impl.is_async:
                 result = self._run_coroutine(impl, result)
             return result
         except Exception as exc:
-            raise plugin_error(hook, impl.plugin, ctx, exc) from exc
+            raise plugin_error(spec, impl.plugin, ctx, exc) from exc
 
-    async def _acall_transform(self, hook: str, impl: Impl, ctx: JobContext, value: Any) -> Any:
+    async def _acall_transform(self, spec: Spec, impl: Impl, ctx: JobContext, value: Any) -> Any:
         try:
             result = impl.call(ctx, value)
             if impl.is_async:
                 result = await result
             return result
         except Exception as exc:
-            raise plugin_error(hook, impl.plugin, ctx, exc) from exc
+            raise plugin_error(spec, impl.plugin, ctx, exc) from exc
 
-    def _call_registration(self, impl: Impl, kwargs: dict[str, Any]) -> Any:
+    def _call_registration(self, spec: Spec, impl: Impl, kwargs: dict[str, Any]) -> Any:
         try:
-            result = impl.function(*[kwargs[name] for name in impl.argnames])
+            result = impl.function(*[kwargs.get(name) for name in impl.argnames])
             if impl.is_async:
                 result = self._run_coroutine(impl, result)
             return result
         except BridgeError:
             raise
         except Exception as exc:
-            raise ConfigurationError(
-                f"plugin {impl.plugin!r} failed in {hook_of(impl)}: {type(exc).__name__}: {scrub(str(exc))}",
-                None, None, "the plugin's options, or disable it with BRIDGE_DISABLE_PLUGINS",
-            ) from exc
+            raise registration_error(spec, impl, exc) from exc
 
     def _run_coroutine(self, impl: Impl, coro: Any) -> Any:
         """Run an async implementation from sync code on this thread's private loop."""

@@ -4,22 +4,34 @@ Plugin authors write ``from bridge import hookimpl`` and implement any of the fu
 below, taking any *subset* of each hook's arguments (pluggy's opt-in arguments, so adding an
 argument later never breaks a plugin). Call them only through :class:`bridge.hooks.Hooks`.
 
-Three kinds of hook:
+Each spec below is marked with its kind, and the kind is all :class:`bridge.hooks.Hooks`
+needs to run it (its tables are built from these marks):
 
-* **transforms** (``bridge_transform_*``, ``bridge_redact``): an ordered pipeline. Each
+* ``@transform`` (``bridge_transform_*``, ``bridge_redact``): an ordered pipeline. Each
   implementation receives the previous one's result; returning ``None`` means "unchanged".
   Order is pluggy's call order: ``tryfirst`` implementations, then the others (the plugin
   registered last runs first: ``BRIDGE_PLUGINS``, then entry points, then first-party), then
-  ``trylast``. ``bridge_lookup`` is the one short-circuit: the first non-``None`` wins.
-* **observers** (``bridge_on_*``): told what happened; they can never fail a job. An
-  exception is logged with the plugin's name and swallowed, and the next observer still runs.
-* **registration** (``bridge_register_*``, ``bridge_celery_config``): called once when asked
-  (CLI start, app configuration), not per job.
+  ``trylast``. A plugin's exception becomes the spec's ``failure`` class (default
+  ``BridgeError``) naming the plugin; a bridge error keeps its class. Run with
+  ``Hooks.pipeline(name, ctx, value)`` / ``apipeline``.
+* ``@first_answer`` (``bridge_lookup``): a short-circuit: the first non-``None`` wins.
+  Run with ``Hooks.first_answer(name, ctx, value)`` / ``afirst_answer``.
+* ``@observer`` (``bridge_on_<event>``): told what happened; they can never fail a job. An
+  exception is logged with the plugin's name and swallowed, and the next observer still
+  runs. Run with ``Hooks.notify(event, ctx, **data)`` / ``anotify``.
+* ``@registration`` (``bridge_register_*``, ``bridge_celery_config``): called once when
+  asked (CLI start, app configuration), not per job. Run with
+  ``Hooks.call_registration(name, **kwargs)``.
+
+So a new hook is one spec here plus its call site. Transform and first-answer specs take
+``(ctx, <value>)``; observer specs are named ``bridge_on_<event>`` and take ``ctx`` first.
 
 Every per-job hook receives one :class:`bridge.hooks.JobContext` (``ctx``): endpoint, remote
-job id, Celery task id, attempt, plugin options, ``meta`` (copied into Celery task meta) and
-``state`` (private per-job scratch). Any implementation may be ``async def``: see
-``docs/plugins.md`` ("Sync and async") for how the sync and async callers run them.
+job id, Celery task id, attempt, plugin options, ``meta`` (what plugins want shown, e.g.
+``{"cache": "hit"}``: the gateway redacts it and stores it in the task's journal entry,
+read back with ``bridge.tasks.job_meta(task_id)``) and ``state`` (private per-job scratch,
+never stored). Any implementation may be ``async def``: see ``docs/plugins.md`` ("Sync and
+async") for how the sync and async callers run them.
 
 The process a hook runs in is named in each docstring: *producer* (where ``bridge.run.delay``
 or ``bridge batch`` is called), *worker* (the Celery worker or batch runner driving the
@@ -28,9 +40,12 @@ gateway) and *endpoint* (``bridge serve``, the local endpoint). ``ctx.process`` 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, overload
 
 import pluggy
+
+from bridge.errors import BridgeError, JobRejected
 
 PROJECT = "bridge"
 
@@ -38,10 +53,51 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 #: Mark plugin functions: ``@hookimpl``, ``@hookimpl(tryfirst=True)``, ``@hookimpl(trylast=True)``.
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+Kind = Literal["transform", "first_answer", "observer", "registration"]
+#: The attribute naming a spec's kind (read by ``bridge._hookcall.spec_table``).
+KIND = "bridge_hook_kind"
+#: On a transform spec: the error class a plugin's non-bridge exception becomes.
+FAILURE = "bridge_hook_failure"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mark(function: F, kind: Kind, failure: type[BridgeError] = BridgeError) -> F:
+    setattr(function, KIND, kind)
+    setattr(function, FAILURE, failure)
+    return hookspec(function)
+
+
+@overload
+def transform(function: F) -> F: ...
+@overload
+def transform(*, failure: type[BridgeError] = ...) -> Callable[[F], F]: ...
+def transform(function: F | None = None, *, failure: type[BridgeError] = BridgeError) -> Any:
+    """A pipeline spec: ``@transform`` or ``@transform(failure=JobRejected)``."""
+    if function is None:
+        return lambda f: _mark(f, "transform", failure)
+    return _mark(function, "transform", failure)
+
+
+def first_answer(function: F) -> F:
+    """A short-circuit spec: the first implementation to return non-``None`` answers."""
+    return _mark(function, "first_answer")
+
+
+def observer(function: F) -> F:
+    """An observer spec ``bridge_on_<event>``: exceptions are logged and swallowed."""
+    return _mark(function, "observer")
+
+
+def registration(function: F) -> F:
+    """A spec called once when asked (not per job); exceptions are ``ConfigurationError``."""
+    return _mark(function, "registration")
+
+
 # --------------------------------------------------------------------------- transforms
 
 
-@hookspec
+@transform(failure=JobRejected)
 def bridge_transform_input(ctx: Any, input: Any) -> Any:
     """Reshape or validate a job's input before it is submitted.
 
@@ -54,7 +110,7 @@ def bridge_transform_input(ctx: Any, input: Any) -> Any:
     """
 
 
-@hookspec
+@first_answer
 def bridge_lookup(ctx: Any, input: Any) -> Any:
     """Answer a job without submitting it (a cache hit).
 
@@ -68,7 +124,7 @@ def bridge_lookup(ctx: Any, input: Any) -> Any:
     """
 
 
-@hookspec
+@transform
 def bridge_transform_output(ctx: Any, output: Any) -> Any:
     """Reshape or check the output of a COMPLETED job before it becomes the task's result.
 
@@ -79,7 +135,7 @@ def bridge_transform_output(ctx: Any, output: Any) -> Any:
     """
 
 
-@hookspec
+@transform
 def bridge_transform_chunk(ctx: Any, chunk: Any) -> Any:
     """Reshape one streamed chunk before it is published to the task's Redis stream.
 
@@ -89,12 +145,13 @@ def bridge_transform_chunk(ctx: Any, chunk: Any) -> Any:
     """
 
 
-@hookspec
+@transform
 def bridge_redact(ctx: Any, value: Any) -> Any:
-    """Remove secrets from a value about to be logged or stored in task/result meta.
+    """Remove secrets from a value about to be shown or stored outside the job.
 
-    Called in any process by whatever writes logs or meta (``Hooks.redact``); never on the
-    job's input as sent or its result. Return a redacted copy, or ``None`` for unchanged.
+    Called through ``Hooks.redact`` by whatever writes such a value; today the gateway, on
+    ``ctx.meta`` before it goes into the journal and on a failed job's error text before
+    the task raises it. Never on the job's input as sent or its result. Return a redacted copy, or ``None`` for unchanged.
     Do not mutate ``value`` in place: it may be the live input or output.
     """
 
@@ -102,17 +159,17 @@ def bridge_redact(ctx: Any, value: Any) -> Any:
 # ---------------------------------------------------------------------------- observers
 
 
-@hookspec
+@observer
 def bridge_on_submitted(ctx: Any, input: Any) -> None:
     """The remote job was accepted; ``ctx.job_id`` is set. Worker. ``input`` as sent."""
 
 
-@hookspec
+@observer
 def bridge_on_status_changed(ctx: Any, status: str, previous: str | None) -> None:
     """A poll saw a new remote status (``IN_QUEUE`` → ``IN_PROGRESS`` ...). Worker."""
 
 
-@hookspec
+@observer
 def bridge_on_completed(
     ctx: Any, output: Any, delay_ms: float | None, execution_ms: float | None
 ) -> None:
@@ -123,7 +180,7 @@ def bridge_on_completed(
     """
 
 
-@hookspec
+@observer
 def bridge_on_failed(
     ctx: Any, error: BaseException, delay_ms: float | None, execution_ms: float | None
 ) -> None:
@@ -132,27 +189,30 @@ def bridge_on_failed(
     A cancelled job is reported to ``bridge_on_cancelled`` only, not here."""
 
 
-@hookspec
+@observer
 def bridge_on_cancelled(ctx: Any, reason: str | None) -> None:
     """The job was cancelled (revoke, ``bridge cancel``, timeout with cancel). Worker."""
 
 
-@hookspec
+@observer
 def bridge_on_retried(ctx: Any, error: BaseException, delay: float | None) -> None:
     """A request or the task will be retried after ``delay`` seconds because of ``error``.
     Worker; ``ctx.attempt`` is the attempt that failed."""
 
 
-@hookspec
+@observer
 def bridge_on_rate_limited(ctx: Any, route: str | None, retry_after: float | None) -> None:
-    """The endpoint answered 429 (or bridge's own rate budget made a request wait).
-    Worker or producer. ``route`` is the API operation (``run``, ``status`` ...)."""
+    """The endpoint answered 429 to a request bridge will send again (the gateway's submit
+    and its status polls; ``bridge_on_retried`` follows). Worker. ``route`` is the API
+    operation (``run``, ``status`` ...); ``retry_after`` the server's Retry-After, if any.
+    A wait on bridge's own rate budgets (``BRIDGE_RATE_LIMITS``, the adaptive submit rate)
+    does not fire it."""
 
 
 # ------------------------------------------------------------------------- registration
 
 
-@hookspec
+@registration
 def bridge_register_endpoints(register: Any, options: Any) -> None:
     """Contribute named endpoints. Called by ``Hooks.endpoints()`` in any process.
 
@@ -163,13 +223,13 @@ def bridge_register_endpoints(register: Any, options: Any) -> None:
     """
 
 
-@hookspec
+@registration
 def bridge_register_commands(cli: Any, options: Any) -> None:
     """Add click commands to the ``bridge`` CLI group ``cli`` (``cli.add_command(...)`` or
     ``@cli.command()``). Called once when the CLI starts."""
 
 
-@hookspec
+@registration
 def bridge_celery_config(options: Any) -> Any:
     """Return a dict of Celery settings to merge into the app's configuration
     (``bridge.install(app)``), or ``None``. Two plugins setting one key differently is an

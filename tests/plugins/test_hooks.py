@@ -14,6 +14,8 @@ import pytest
 from bridge import JobRejected, hookimpl
 from bridge.errors import BridgeError, ConfigurationError, MalformedResponse
 from bridge.hooks import EVENTS, Hooks, JobContext
+from bridge.hookspecs import first_answer, observer, registration, transform
+from bridge.plugins import PluginManager
 
 
 def ctx(**fields: Any) -> JobContext:
@@ -515,3 +517,121 @@ def test_from_settings_is_cached_per_settings(monkeypatch):
     second = Hooks.from_settings()
     assert second is not first and second.active("redact")
     assert Hooks.from_settings(refresh=True) is not second
+
+
+# ------------------------------------------------------------- a hook added by one spec
+
+
+def _extra_specs() -> type:
+    """Specs for hooks bridge does not have, marked like those in bridge.hookspecs."""
+
+    class ExtraSpecs:
+        @transform(failure=JobRejected)
+        def bridge_transform_prompt(ctx, prompt):  # noqa: N805 - a spec, not a method
+            """Reshape a prompt."""
+
+        @first_answer
+        def bridge_answer_early(ctx, prompt):  # noqa: N805
+            """Answer without asking the endpoint."""
+
+        @observer
+        def bridge_on_scored(ctx, score, label):  # noqa: N805
+            """A score was computed."""
+
+        @registration
+        def bridge_register_tools(add, options):  # noqa: N805
+            """Contribute tools."""
+
+    return ExtraSpecs
+
+
+def _hooks_with_extra_specs(*plugins: Any) -> Hooks:
+    pm = PluginManager()
+    pm.add_hookspecs(_extra_specs())  # the only step: no table in bridge.hooks is edited
+    for i, plugin in enumerate(plugins):
+        pm.register(plugin, name=f"p{i}")
+    return Hooks(pm)
+
+
+def test_a_new_hook_is_one_spec_and_its_call_site():
+    scores: list[Any] = []
+
+    class Prompt:
+        @hookimpl
+        def bridge_transform_prompt(self, prompt):
+            return prompt + "!"
+
+        @hookimpl
+        async def bridge_answer_early(self, ctx, prompt):
+            return "cached" if prompt == "known!" else None
+
+        @hookimpl
+        def bridge_on_scored(self, label, score):  # any subset, any order
+            scores.append((label, score))
+
+        @hookimpl
+        def bridge_register_tools(self, add):
+            add("grep")
+
+    class Broken:
+        @hookimpl(tryfirst=True)
+        def bridge_on_scored(self):
+            raise RuntimeError("observer bug")
+
+    hooks = _hooks_with_extra_specs(Prompt(), Broken())
+    assert hooks.pipeline("bridge_transform_prompt", ctx(), "hi") == "hi!"
+    assert hooks.first_answer("bridge_answer_early", ctx(), "known!") == (True, "cached")
+    assert hooks.first_answer("bridge_answer_early", ctx(), "new") == (False, None)
+    hooks.notify("scored", ctx(), score=0.5, label="good")  # Broken's error is swallowed
+    assert scores == [("good", 0.5)]
+    tools: list[str] = []
+    assert hooks.call_registration("bridge_register_tools", add=tools.append) == [("p0", None)]
+    assert tools == ["grep"]
+    assert hooks.active("transform_prompt") and hooks.implementations("bridge_on_scored") == ["p1", "p0"]
+    # bridge's own hooks are untouched by the extra specs
+    assert hooks.transform_input(ctx(), 1) == 1 and set(EVENTS) < set(hooks._events)
+
+
+async def test_a_new_hook_runs_from_async_code_and_its_failure_class_names_the_plugin():
+    class Prompt:
+        @hookimpl
+        async def bridge_transform_prompt(self, prompt):
+            return prompt.upper()
+
+        @hookimpl
+        async def bridge_on_scored(self, ctx, score):
+            ctx.state["score"] = score
+
+    class Veto:
+        @hookimpl(trylast=True)
+        def bridge_transform_prompt(self, prompt):
+            raise KeyError(prompt)
+
+    assert await _hooks_with_extra_specs(Prompt()).apipeline("bridge_transform_prompt", ctx(), "a") == "A"
+    c = ctx()
+    await _hooks_with_extra_specs(Prompt()).anotify("scored", c, score=3)
+    assert c.state == {"score": 3}
+    with pytest.raises(JobRejected, match="plugin 'p1' failed in bridge_transform_prompt: KeyError"):
+        await _hooks_with_extra_specs(Prompt(), Veto()).apipeline("bridge_transform_prompt", ctx(), "a")
+
+
+def test_calling_a_hook_as_the_wrong_kind_is_a_caller_bug(make_hooks):
+    hooks = make_hooks()
+    with pytest.raises(ValueError, match="'bridge_on_completed' is not a transform hook"):
+        hooks.pipeline("bridge_on_completed", ctx(), 1)
+    with pytest.raises(ValueError, match="'bridge_transform_prompt' is not a transform hook"):
+        hooks.pipeline("bridge_transform_prompt", ctx(), 1)  # not a spec of this manager
+    with pytest.raises(ValueError, match="unknown hook event 'scored'"):
+        hooks.notify("scored", ctx())
+
+
+def test_a_spec_that_breaks_the_calling_convention_is_refused():
+    class Bad:
+        @transform
+        def bridge_transform_pair(ctx, left, right):  # noqa: N805 - a pipeline passes one value
+            """Two values."""
+
+    pm = PluginManager()
+    pm.add_hookspecs(Bad)
+    with pytest.raises(TypeError, match="bridge_transform_pair must take \\(ctx, <value>\\)"):
+        Hooks(pm)

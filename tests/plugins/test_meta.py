@@ -36,3 +36,15 @@ def test_hook_is_tested(name):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 tests.add(node.name)
     assert f"test_hook_{name}" in tests
+
+
+def test_every_hook_is_marked_with_its_kind_and_run_by_hooks():
+    from bridge import hookspecs
+    from bridge.hooks import Hooks
+
+    specs = Hooks.empty().specs
+    for name, _ in HOOKS:
+        kind = getattr(getattr(hookspecs, name), hookspecs.KIND, None)
+        assert kind in ("transform", "first_answer", "observer", "registration"), name
+        assert specs[name].kind == kind
+    assert sorted(specs) == [name for name, _ in HOOKS]
