@@ -118,7 +118,9 @@ class RequestsTransport:
         key = _origin(url)
         proxies = self._proxies.get(key)
         if proxies is None:
-            proxies = self._proxies[key] = dict(get_environ_proxies(url))
+            # http/https only, as aiohttp reads them: ALL_PROXY would route one of the two alone.
+            found = get_environ_proxies(url)
+            proxies = self._proxies[key] = {k: v for k, v in found.items() if k in ("http", "https")}
         return proxies
 
     def send(self, call: Call) -> Reply:

@@ -65,6 +65,14 @@ def test_the_environment_proxy_is_used_once_resolved_and_no_proxy_bypasses_it(
     assert len(forward_proxy.seen) == 2 and origin.paths() == ["/v2/ep/health"] * 3
 
 
+def test_all_proxy_is_ignored_by_both(origin: Origin, forward_proxy: ForwardProxy, sender,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALL_PROXY", forward_proxy.url)
+    monkeypatch.setenv("all_proxy", forward_proxy.url)
+    assert sender().send(wire_for(origin.url).health()).status == 200
+    assert forward_proxy.seen == [] and origin.paths() == ["/v2/ep/health"]
+
+
 def test_a_borrowed_session_keeps_its_own_proxy_settings_and_stays_open(
     origin: Origin, forward_proxy: ForwardProxy, sender, monkeypatch: pytest.MonkeyPatch
 ) -> None:
