@@ -132,7 +132,7 @@ def table(areas: list[str], out: Path, threshold: float) -> tuple[list[str], lis
         sides = values.get(area, {})
         names = list(dict.fromkeys([*sides.get("before", {}), *sides.get("after", {})]))
         if not names:
-            rows.append((area, "(no figures: see the raw outputs)", "", "", "", "MISSING"))
+            rows.append((area, "(no figures: see the raw outputs)", "", "", "", "MISSING"))  # a run failed
             flagged += 1
         for name in names:
             fig = kinds[(area, name)]
@@ -146,9 +146,9 @@ def table(areas: list[str], out: Path, threshold: float) -> tuple[list[str], lis
                     flag = "control"
                 elif fig.better and worse_by(fig, b, a) > 1 + threshold:
                     flag = f"WORSE >{threshold:.0%}"
-            else:
-                flag = "only " + ("after" if b is None else "before")
-            flagged += flag.startswith(("WORSE", "only"))
+            else:  # a new figure is no regression; a vanished one may hide one
+                flag = "new" if b is None else "MISSING after"
+            flagged += flag.startswith(("WORSE", "MISSING"))
             rows.append((area, name, "" if b is None else f"{b:g}", "" if a is None else f"{a:g}", ratio, flag))
             records.append({"area": area, "figure": name, "before": b, "after": a, "better": fig.better,
                             "control": fig.control, "flag": flag, "before_runs": b_list, "after_runs": a_list})
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     lines, records, flagged = table(areas, out, args.threshold)
     print()
     print("\n".join(lines))
-    print(f"\n{flagged} figure(s) flagged (WORSE by more than {args.threshold:.0%}, or missing on one side); "
+    print(f"\n{flagged} figure(s) flagged (WORSE by more than {args.threshold:.0%}, or MISSING after); "
           "'control' rows measure a third-party baseline: their spread is the machine's noise.")
     (out / "figures.json").write_text(json.dumps(records, indent=1))
     return 1 if flagged else 0

@@ -145,9 +145,11 @@ def make_tree(root: Path, table: str, plugins_dir: str) -> Path:
 def test_compare_runs_each_tree_on_its_own_code_and_flags_what_got_worse(tmp_path: Path) -> None:
     # the old tree is a checkout (plugins/, linked as the install maps it); the new tree has the
     # bridge_plugins package itself; the new bridge's wall time is 50 % worse, its status
-    # requests fewer, and the SDK row (control) moved too but is never flagged
+    # requests fewer, the SDK row (control) moved too but is never flagged, and a new row appears
     before = make_tree(tmp_path / "old", CLIENT.format(wall="0.10", sdk="0.08", status="2.00"), "plugins")
-    after = make_tree(tmp_path / "new", CLIENT.format(wall="0.15", sdk="0.16", status="1.00"), "bridge_plugins")
+    extra = "2s         bridge asyncio      2.04     49.1     2.00       1.00           1.6      3.1\n"
+    after = make_tree(tmp_path / "new", CLIENT.format(wall="0.15", sdk="0.16", status="1.00") + extra,
+                      "bridge_plugins")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "bench.compare", "client", "--before", str(before), "--after", str(after),
                "--out", str(out)]
@@ -168,6 +170,7 @@ def test_compare_runs_each_tree_on_its_own_code_and_flags_what_got_worse(tmp_pat
         == (0.10, 0.15)
     assert rows["2s bridge sync: status req/job"]["flag"] == ""  # better
     assert rows["zero-work runpod SDK asyncio: wall s"]["flag"] == "control"
+    assert rows["2s bridge asyncio: wall s"]["flag"] == "new"  # only after: not a regression
     assert "zero-work bridge asyncio: wall s" in done.stdout and "1.500" in done.stdout
 
     again = subprocess.run([sys.executable, "-m", "bench.compare", "client", "--parse", str(out)], cwd=ROOT,
