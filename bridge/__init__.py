@@ -28,11 +28,11 @@ _EXPORTS: dict[str, str] = {
     "JobRejected": "bridge.errors",
     # plugins
     "hookimpl": "bridge.hookspecs",
-    "JobStatus": "bridge.status",
+    "JobStatus": "bridge.job_status",
     # celery
     "install": "bridge.worker",
     # the chainable tasks, so `chain(prep.s(x), bridge.run.s("ep"), post.s())` reads as
-    # written; the others are in bridge.tasks (bridge.status is the job-state module)
+    # written; the others are in bridge.tasks (bridge.status is also the old job-state module)
     "run": "bridge.tasks",
     "run_sync": "bridge.tasks",
     "stream": "bridge.tasks",

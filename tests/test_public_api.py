@@ -40,3 +40,27 @@ def test_the_chainable_tasks_are_bridge_attributes() -> None:
     assert sig.task == "bridge.run" and sig.args == ("ep",)
     flow = chain(app.signature("prep", args=(1,)), sig)
     assert [s.task for s in flow.tasks] == ["prep", "bridge.run"]
+
+
+def test_the_job_status_module_keeps_its_old_import_path() -> None:
+    import pickle
+
+    from bridge import errors, job_status
+    from bridge.status import FAILURE_ERRORS, TERMINAL, JobStatus, is_terminal
+
+    assert JobStatus is job_status.JobStatus is bridge.JobStatus
+    assert (TERMINAL, is_terminal, FAILURE_ERRORS) == (
+        job_status.TERMINAL, job_status.is_terminal, job_status.FAILURE_ERRORS)
+    # pickle.dumps(JobStatus.FAILED) as made when the module was bridge/status.py
+    old = b"\x80\x04\x95,\x00\x00\x00\x00\x00\x00\x00\x8c\rbridge.status\x94\x8c\tJobStatus\x94\x93\x94\x8c\x06FAILED\x94\x85\x94R\x94."
+    assert pickle.loads(old) is JobStatus.FAILED
+    assert {status: cls.__name__ for status, cls in FAILURE_ERRORS.items()} == {
+        "FAILED": "JobFailed", "CANCELLED": "JobCancelled", "TIMED_OUT": "JobTimedOut"}
+    assert FAILURE_ERRORS["TIMED_OUT"] is errors.JobTimedOut and "COMPLETED" not in FAILURE_ERRORS
+
+
+def test_job_context_keeps_its_import_path() -> None:
+    from bridge import hook_context, hooks
+
+    assert hooks.JobContext is hook_context.JobContext
+    assert hooks.EndpointSpec is hook_context.EndpointSpec

@@ -7,6 +7,12 @@ job's terminal status, or REVOKED), ``claim``/``claim_at`` (who is submitting, s
 ``meta``: the job's ``ctx.meta`` as JSON, redacted by the ``bridge_redact`` hooks (e.g.
 ``{"cache": "hit"}``; read it with :func:`bridge.tasks.job_meta`).
 Only ids, statuses, error class names and redacted meta are stored here: never inputs or secrets.
+
+Nothing deletes entries: each expires in Redis ``ttl`` seconds (``BRIDGE_JOURNAL_TTL``,
+default 7 days) after the delivery that claimed it (the claim script's EXPIRE); saving meta
+sets that expiry again. The other writes (record, finish, cancel_once) set none: they keep
+the claim's expiry, but on an entry no delivery claimed (a task revoked before its first
+claim, then finished as REVOKED) they create a key that never expires.
 """
 
 from __future__ import annotations
@@ -175,6 +181,6 @@ class Journal:
 
 
 def read(redis_sync: Any, task_id: str) -> dict[str, str]:
-    """The journal entry of ``task_id`` through a sync redis client (CLI, tests, janitor)."""
+    """The journal entry of ``task_id`` through a sync redis client (``bridge demo``, tests)."""
     raw = redis_sync.hgetall(keys.journal(task_id))
     return {_s(k): _s(v) for k, v in raw.items()}

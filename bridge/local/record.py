@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.status import is_terminal
+from bridge.job_status import is_terminal
 
 #: Marks "no output" (a handler returning ``{}`` completes with no output key).
 MISSING: Any = object()

@@ -20,7 +20,7 @@ from bridge import errors
 from bridge.batch.waiting import OnStarted
 from bridge.client._wire import scrub_value
 from bridge.redis_clients import athrough_outage
-from bridge.status import is_terminal
+from bridge.job_status import is_terminal
 from bridge.webhooks.receiver import inbox_key, registration_key
 from bridge.webhooks.secrets import receiver_key, webhook_url
 
