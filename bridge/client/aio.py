@@ -19,9 +19,11 @@ from yarl import URL
 
 from bridge.client import _plans as plans
 from bridge.client._base import EndpointBase, JobBase
-from bridge.client._plans import Attempt, Emit, Plan, Reply, Sleep
 from bridge.client._policy import PollPolicy, RetryPolicy
 from bridge.client._wire import CONNECT_TIMEOUT, Call
+from bridge.lifecycle.drive import AsyncDriver
+from bridge.lifecycle.steps import Plan
+from bridge.transport import Reply
 
 __all__ = ["AsyncioEndpoint", "AsyncioJob"]
 
@@ -80,7 +82,7 @@ class AsyncioEndpoint(EndpointBase):
     """The asyncio twin of :class:`bridge.Endpoint`.
 
     ``AsyncioEndpoint(endpoint_id, session=None, api_key=None, base_url=None, *,
-    retry=None, poll=None)``: the SDK passes its aiohttp session second, so does this;
+    retry=None, poll=None, plugins=False)``: the SDK passes its aiohttp session second, so does this;
     ours is optional. Use ``async with`` or ``await endpoint.close()`` to release an owned
     session.
     """
@@ -94,8 +96,10 @@ class AsyncioEndpoint(EndpointBase):
         *,
         retry: RetryPolicy | None = None,
         poll: PollPolicy | None = None,
+        plugins: bool = False,
     ) -> None:
-        super().__init__(endpoint_id, api_key, base_url, retry, poll)
+        super().__init__(endpoint_id, api_key, base_url, retry, poll, plugins)
+        self._driver = AsyncDriver(self._attempt, self.hooks)
         self._owns_session = session is None
         self._session = session
         self._session_loop: asyncio.AbstractEventLoop | None = None
@@ -130,34 +134,12 @@ class AsyncioEndpoint(EndpointBase):
             return exc
 
     async def _drive(self, plan: Plan[T]) -> T:
-        """Run ``plan`` (which emits nothing): perform its attempts and sleeps, return its value."""
-        reply: Any = None
-        while True:
-            try:
-                step = plan.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply = None
-            if isinstance(step, Attempt):
-                reply = await self._attempt(step.call)
-            elif isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
+        """Run ``plan`` (which emits nothing): perform its steps, return its value."""
+        return await self._driver.run(plan)
 
-    async def _emitted(self, plan: Plan[None]) -> AsyncIterator[Any]:
+    def _emitted(self, plan: Plan[None]) -> AsyncIterator[Any]:
         """Run a streaming plan, yielding what it emits."""
-        reply: Any = None
-        while True:
-            try:
-                step = plan.send(reply)
-            except StopIteration:
-                return
-            reply = None
-            if isinstance(step, Attempt):
-                reply = await self._attempt(step.call)
-            elif isinstance(step, Emit):
-                yield step.value
-            else:
-                await asyncio.sleep(step.seconds)
+        return self._driver.emitted(plan)
 
     def _new_job(self, job_id: str, body: Mapping[str, Any] | None = None) -> AsyncioJob:
         return AsyncioJob(self, job_id, body)

@@ -17,9 +17,11 @@ from requests.utils import get_environ_proxies
 
 from bridge.client import _plans as plans
 from bridge.client._base import EndpointBase, JobBase
-from bridge.client._plans import Attempt, Emit, Plan, Reply
 from bridge.client._policy import PollPolicy, RetryPolicy
 from bridge.client._wire import CONNECT_TIMEOUT, Call
+from bridge.lifecycle.drive import SyncDriver
+from bridge.lifecycle.steps import Plan
+from bridge.transport import Reply
 
 __all__ = ["Endpoint", "Job"]
 
@@ -52,7 +54,7 @@ class Endpoint(EndpointBase):
     """A RunPod-style serverless endpoint.
 
     ``Endpoint(endpoint_id, api_key=None, base_url=None, *, retry=None, poll=None,
-    session=None)``: the key defaults to ``bridge.api_key`` then ``RUNPOD_API_KEY``, the
+    session=None, plugins=False)``: the key defaults to ``bridge.api_key`` then ``RUNPOD_API_KEY``, the
     base URL to ``bridge.endpoint_url_base``, ``RUNPOD_ENDPOINT_BASE_URL``, then
     ``https://api.runpod.ai/v2``, read now. Safe to share between threads.
     """
@@ -66,10 +68,12 @@ class Endpoint(EndpointBase):
         retry: RetryPolicy | None = None,
         poll: PollPolicy | None = None,
         session: requests.Session | None = None,
+        plugins: bool = False,
     ) -> None:
-        super().__init__(endpoint_id, api_key, base_url, retry, poll)
+        super().__init__(endpoint_id, api_key, base_url, retry, poll, plugins)
         self._owns_session = session is None
         self.session = session if session is not None else new_session(self.base_url)
+        self._driver = SyncDriver(self._attempt, self.hooks)
 
     # -- the one place bytes move ---------------------------------------------------------
 
@@ -84,28 +88,11 @@ class Endpoint(EndpointBase):
         return Reply(resp.status_code, resp.headers, resp.content)
 
     def _steps(self, plan: Plan[T]) -> Iterator[Any]:
-        """Run ``plan``: perform its attempts and sleeps, yield what it emits, return its value."""
-        reply: Any = None
-        while True:
-            try:
-                step = plan.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply = None
-            if isinstance(step, Attempt):
-                reply = self._attempt(step.call)
-            elif isinstance(step, Emit):
-                yield step.value
-            else:
-                time.sleep(step.seconds)
+        """Run ``plan``: yield what it emits, return its value."""
+        return self._driver.steps(plan)
 
     def _drive(self, plan: Plan[T]) -> T:
-        steps = self._steps(plan)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+        return self._driver.run(plan)
 
     def _new_job(self, job_id: str, body: Mapping[str, Any] | None = None) -> Job:
         return Job(self, job_id, body)

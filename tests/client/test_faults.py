@@ -58,7 +58,7 @@ def test_5xx_injection_recovers(local_endpoint, client):
 
 def test_exhausted_retries_raise_the_last_error(local_endpoint, client):
     local = local_endpoint(handlers.work)
-    ep = client(local, retry=RetryPolicy(attempts=3, base=0.01))
+    ep = client(local, retry=RetryPolicy(attempts=3, base=0.01, deadline=30.0))
     local.set_faults(error_rate={"health": 1.0}, error_status=503)
     with pytest.raises(errors.ServerError) as info:
         ep.health()

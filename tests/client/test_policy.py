@@ -47,7 +47,7 @@ def test_waiter_pauses_grow_and_respect_the_deadline():
     assert [round(waiter.next_pause(), 3) for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
     waiter.reset()
     assert waiter.next_pause() == 0.2
-    assert waiter.long_poll_wait() == 30.0
+    assert waiter.long_poll_wait() == 20.0  # PollPolicy().long_poll: one default everywhere
     short = Waiter(0.5, PollPolicy())
     assert short.long_poll_wait() is None  # under a second: a plain look
     assert short.next_pause() <= 0.5

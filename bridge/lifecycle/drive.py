@@ -1,0 +1,205 @@
+"""Drivers: perform a plan's steps (:mod:`bridge.lifecycle.steps`) and return its value.
+
+:class:`AsyncDriver` runs in an event loop (the gateway's, the batch engine's, the caller's
+for ``AsyncioEndpoint``) over an async ``send``; :class:`SyncDriver` in the calling thread
+over a blocking one (``Endpoint``, ``bridge run``). Both answer hooks with the caller's
+:class:`bridge.hooks.Hooks` and stages with its :class:`~bridge.lifecycle.stages.Stages`.
+
+An async caller may interrupt a running plan through its :class:`Control` (a revoke, a
+webhook delivery, a hand-off at shutdown): the interruption is thrown into the plan while it
+waits on a request or a pause, once the plan has said it is ``waiting``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from bridge.lifecycle.stages import NO_STAGES, Stages
+from bridge.lifecycle.steps import Attempt, Emit, Event, Hook, Plan, Sleep, Stage
+
+T = TypeVar("T")
+
+__all__ = ["AsyncDriver", "Control", "SyncDriver"]
+
+
+class Control:
+    """The interruption handle of one running plan (async drivers only)."""
+
+    __slots__ = ("armed", "busy", "pending", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.pending: BaseException | None = None
+        self.armed = False  # the plan is waiting: interruptions may be thrown in
+        self.busy = False  # the driver is awaiting an Attempt or a Sleep
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Throw ``exc`` into the plan at its next (or current) request or pause; the first
+        interruption wins. Call on the plan's event loop."""
+        if self.pending is not None:
+            return
+        self.pending = exc
+        if self.armed and self.busy and self.task is not None:
+            self.task.cancel()
+
+    def _take(self) -> BaseException | None:
+        exc = self.pending
+        if not self.armed or exc is None or exc is _SPENT:
+            return None
+        self.pending = _SPENT
+        return exc
+
+
+class _Spent(Exception):
+    """Marks a control whose interruption was delivered (later ones are ignored)."""
+
+
+_SPENT = _Spent()
+
+
+def _hook_sync(hooks: Any, step: Hook) -> Any:
+    return getattr(hooks, step.name)(step.ctx, step.value)
+
+
+class SyncDriver:
+    """Runs plans in the calling thread over ``send(call) -> Reply`` (raising on failure)."""
+
+    def __init__(self, send: Callable[[Any], Any], hooks: Any = None, stages: Stages | None = None) -> None:
+        self.send = send
+        self.hooks = hooks
+        self.stages = stages or NO_STAGES
+
+    def steps(self, plan: Plan[T]) -> Iterator[Any]:
+        """Run ``plan``, yielding what it emits; the generator's return value is the plan's."""
+        reply: Any = None
+        hooks = self.hooks if self.hooks is not None and self.hooks.enabled else None
+        while True:
+            try:
+                step = plan.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply = None
+            kind = type(step)
+            if kind is Attempt:
+                try:
+                    reply = self.send(step.call)
+                except Exception as exc:  # the plan maps it (one place: the wire)
+                    reply = exc
+            elif kind is Sleep:
+                time.sleep(step.seconds)
+            elif kind is Emit:
+                yield step.value
+            elif kind is Hook:
+                reply = _identity(step) if hooks is None else _hook_sync(hooks, step)
+            elif kind is Event:
+                if hooks is not None:
+                    hooks.notify(step.name, step.ctx, **step.data)
+            elif kind is Stage:
+                reply = getattr(self.stages, step.name)(*step.args)
+
+    def run(self, plan: Plan[T]) -> T:
+        steps = self.steps(plan)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+
+def _identity(step: Hook) -> Any:
+    """A transform hook with no plugins: the value unchanged (lookup: no hit)."""
+    return (False, None) if step.name == "lookup" else step.value
+
+
+class AsyncDriver:
+    """Runs plans in the running event loop over ``async send(call) -> Reply``."""
+
+    def __init__(self, send: Callable[[Any], Awaitable[Any]], hooks: Any = None,
+                 stages: Stages | None = None) -> None:
+        self.send = send
+        self.hooks = hooks
+        self.stages = stages or NO_STAGES
+
+    async def run(self, plan: Plan[T], control: Control | None = None,
+                  emit: Callable[[Any], Any] | None = None) -> T:
+        """Run ``plan`` to its value; ``emit(value)`` receives what it emits (awaited when
+        it returns an awaitable)."""
+        reply: Any = None
+        throw: BaseException | None = None
+        hooks = self.hooks if self.hooks is not None and self.hooks.enabled else None
+        stages = self.stages
+        if control is not None:
+            control.task = asyncio.current_task()
+        while True:
+            try:
+                step = plan.throw(throw) if throw is not None else plan.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply = throw = None
+            kind = type(step)
+            if kind is Attempt or kind is Sleep:
+                if control is not None:
+                    throw = control._take()
+                    if throw is not None:
+                        continue
+                    control.busy = True
+                try:
+                    if kind is Attempt:
+                        reply = await self.send(step.call)  # type: ignore[union-attr]
+                    else:
+                        await asyncio.sleep(step.seconds)  # type: ignore[union-attr]
+                except asyncio.CancelledError:
+                    throw = control._take() if control is not None else None
+                    if throw is None:
+                        raise
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()  # ours, not the caller's: the task goes on
+                except Exception as exc:  # the plan maps it (one place: the wire)
+                    reply = exc
+                finally:
+                    if control is not None:
+                        control.busy = False
+            elif kind is Hook:
+                reply = _identity(step) if hooks is None else await getattr(hooks, "a" + step.name)(
+                    step.ctx, step.value)  # type: ignore[union-attr]
+            elif kind is Event:
+                if hooks is not None:
+                    await hooks.anotify(step.name, step.ctx, **step.data)  # type: ignore[union-attr]
+            elif kind is Stage:
+                if step.name == "waiting" and control is not None:  # type: ignore[union-attr]
+                    control.armed = True
+                reply = getattr(stages, step.name)(*step.args)  # type: ignore[union-attr]
+                if inspect.isawaitable(reply):
+                    reply = await reply
+            elif kind is Emit and emit is not None:
+                result = emit(step.value)  # type: ignore[union-attr]
+                if inspect.isawaitable(result):
+                    await result
+
+    async def emitted(self, plan: Plan[Any]) -> AsyncIterator[Any]:
+        """Run ``plan``, yielding what it emits (an async client's stream)."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        done = object()
+
+        async def body() -> None:
+            try:
+                await self.run(plan, emit=queue.put_nowait)
+            finally:
+                queue.put_nowait(done)
+
+        task = asyncio.ensure_future(body())
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                yield item
+            await task  # the plan's error, after the last chunk
+        finally:
+            if not task.done():
+                task.cancel()

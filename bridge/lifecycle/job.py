@@ -1,0 +1,191 @@
+"""The life of one job, written once for every caller.
+
+::
+
+    transform_input (a plugin may veto: JobRejected)
+      -> lookup (a cache hit ends the job here: nothing is sent)
+      -> claim (a job id to resume: a Celery redelivery, a batch re-run) or submit
+         (/run or /runsync with the caller's Idempotency-Key) -> record the job id
+      -> wait (long polls, learned schedule, webhook with fallback looks, or stream drain)
+      -> outcome: the output, or the typed error of a FAILED/CANCELLED/TIMED_OUT job
+      -> transform_output -> completed / failed / cancelled events
+
+The Celery tasks (through :mod:`bridge.gateway`), ``bridge batch``, ``bridge run`` and the
+clients all drive :func:`run_job` (or its halves :func:`start` and :func:`finish`); what
+each adds (a Redis journal, a batch store, a webhook receiver) comes in through
+:class:`~bridge.lifecycle.stages.Stages`, and how bytes move through the transport its
+driver holds. Hooks and events fire at the same points for every caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge import errors
+from bridge.client._wire import terminal
+from bridge.lifecycle import plans
+from bridge.lifecycle.clocks import WaitClock
+from bridge.lifecycle.endpoint import EndpointState, JobState
+from bridge.lifecycle.plans import Deadline
+from bridge.lifecycle.steps import Cancelled, Emit, Event, Hook, Plan, Stage
+
+__all__ = ["JobRequest", "finish", "run_job", "start"]
+
+Fallback = tuple[float, float] | None
+
+
+@dataclass
+class JobRequest:
+    """One job to run: what to send and how long to wait."""
+
+    input: Any
+    webhook: str | None = None
+    policy: Mapping[str, Any] | None = None
+    s3_config: Mapping[str, Any] | None = None
+    idempotency_key: str | None = None
+    #: Seconds to wait for the job (None: as long as it takes).
+    timeout: float | None = None
+    #: An absolute monotonic time the wait must end by (a Celery ``expires``), and what
+    #: passing it first means: ``"timeout"`` (errors.Timeout) or ``"expired"`` (Cancelled).
+    deadline: float | None = None
+    deadline_kind: str = "timeout"
+    #: Cancel the remote job when the wait runs out of time.
+    cancel_on_timeout: bool = False
+    #: Drain /stream, emitting transformed chunks; the result is the list of them.
+    stream: bool = False
+    #: Submit through /runsync, asking the endpoint to hold the answer this many seconds.
+    runsync: float | None = None
+
+
+def _clock(ep: EndpointState, req: JobRequest) -> tuple[WaitClock, Deadline]:
+    schedule = ep.profile.schedule(ep.waits.poll, stream=req.stream) if ep.waits.learn else None
+    clock = WaitClock(req.timeout, ep.waits.poll, stream=req.stream, schedule=schedule, deadline=req.deadline)
+    kind = "timeout"
+    if req.deadline is not None and (req.timeout is None or req.deadline <= clock.started + req.timeout):
+        kind = req.deadline_kind
+    return clock, Deadline(clock.deadline, kind, req.cancel_on_timeout)
+
+
+def run_job(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[Any]:
+    """The whole job: its (transformed) output, or the typed error."""
+    clock, deadline = _clock(ep, req)
+    try:
+        payload = yield Hook("transform_input", ctx, req.input)
+        hit, cached = yield Hook("lookup", ctx, payload)
+        if hit:
+            return (yield from _cached(ctx, req, cached))
+        job, body, fallback = yield from _submit(ep, req, ctx, payload, clock)
+        return (yield from _finish(job, body, req, ctx, clock, deadline, fallback))
+    except BaseException as exc:
+        yield from _ended_badly(ep, ctx, exc)
+        raise
+
+
+def start(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[JobState]:
+    """Half a job, for ``Endpoint.run``: transform, submit, record; the job to wait on later
+    (no lookup: a cache hit has no job to hand back)."""
+    clock, _ = _clock(ep, req)
+    try:
+        payload = yield Hook("transform_input", ctx, req.input)
+        job, _body, _fallback = yield from _submit(ep, req, ctx, payload, clock)
+        return job
+    except BaseException as exc:
+        yield from _ended_badly(ep, ctx, exc)
+        raise
+
+
+def finish(job: JobState, req: JobRequest, ctx: Any) -> Plan[Any]:
+    """The other half, for ``Job.output``: wait, outcome, transform, events."""
+    ep = job._endpoint_base
+    clock, deadline = _clock(ep, req)
+    try:
+        return (yield from _finish(job, job._final(), req, ctx, clock, deadline, None))
+    except BaseException as exc:
+        yield from _ended_badly(ep, ctx, exc)
+        raise
+
+
+def _cached(ctx: Any, req: JobRequest, output: Any) -> Plan[Any]:
+    if req.stream:  # stream readers must see the answer, chunk by chunk
+        chunks = list(output) if isinstance(output, list) else [output]
+        for i, chunk in enumerate(chunks):
+            chunks[i] = yield Hook("transform_chunk", ctx, chunk)
+        if chunks:
+            yield Emit(chunks)
+        output = chunks
+    else:
+        output = yield Hook("transform_output", ctx, output)
+    yield Event("completed", ctx, {"output": output, "delay_ms": None, "execution_ms": None})
+    return output
+
+
+def _submit(ep: EndpointState, req: JobRequest, ctx: Any, payload: Any,
+            clock: WaitClock) -> Plan[tuple[JobState, dict[str, Any] | None, Fallback]]:
+    """The job to wait on: resumed (the caller's stages know its id) or submitted now."""
+    resumed = yield Stage("claim", (ctx,))
+    if resumed:
+        ctx.job_id = str(resumed)
+        return ep._new_job(str(resumed)), None, None
+    yield Stage("check_input", (ctx, payload))
+    webhook, fallback = yield Stage("webhook", (ctx, req.webhook, req.stream or req.runsync is not None))
+    wire = ep._wire
+    if req.runsync is not None:
+        remaining = clock.remaining()
+        hold = req.runsync if remaining is None else min(req.runsync, remaining)
+        call = wire.runsync(payload, hold, webhook, req.policy, req.s3_config, req.idempotency_key)
+    else:
+        call = wire.run(payload, webhook, req.policy, req.s3_config, req.idempotency_key)
+    try:
+        body = yield from plans.send(ep, call, clock.deadline, ctx)
+    except errors.BridgeError:
+        yield Stage("release", (ctx,))  # nothing was created: a later delivery may submit
+        raise
+    job_id = str(body["id"])
+    yield Stage("record", (ctx, job_id))
+    ctx.job_id = job_id
+    yield Event("submitted", ctx, {"input": payload})
+    job = ep._new_job(job_id)
+    # A repeated Idempotency-Key may name a job that already ended; /run's answer then
+    # lacks the output, so only /runsync's terminal answer is kept.
+    if not terminal(body) or req.runsync is not None:
+        job._remember(body)
+    return job, (body if job._last is not None else None), fallback
+
+
+def _finish(job: JobState, body: dict[str, Any] | None, req: JobRequest, ctx: Any, clock: WaitClock,
+            deadline: Deadline, fallback: Fallback) -> Plan[Any]:
+    yield Stage("waiting", (ctx, job.job_id))
+    if req.stream:
+        chunks: list[Any] = list((yield Stage("streamed", (ctx,))) or ())
+        body = yield from plans.stream(job, clock, deadline, ctx, batches=True, into=chunks)
+        job._outcome(body)  # FAILED / TIMED_OUT / CANCELLED: the typed error, after the chunks
+        output: Any = chunks
+    else:
+        if body is None or not terminal(body):
+            body = yield from plans.wait(job, clock, deadline, ctx, fallback)
+        output = job._outcome(body)
+        output = yield Hook("transform_output", ctx, output)
+    yield Event("completed", ctx, {"output": output, "delay_ms": body.get("delayTime"),
+                                   "execution_ms": body.get("executionTime")})
+    return output
+
+
+def _ended_badly(ep: EndpointState, ctx: Any, exc: BaseException) -> Plan[None]:
+    """Cancel a revoked job's remote job, tell the observers how the job ended, and make the
+    error carry the job id."""
+    if isinstance(exc, Cancelled):
+        if exc.job_id is None and ctx.job_id:
+            exc.job_id = ctx.job_id
+        if not exc.settled and ctx.job_id:
+            yield from plans.cancel_quietly(ep._new_job(ctx.job_id), ctx)
+            exc.settled = True
+        yield Event("cancelled", ctx, {"reason": exc.reason})
+    elif isinstance(exc, errors.BridgeError):
+        if isinstance(exc, errors.JobError):  # the endpoint's text comes from the job's output
+            exc.message = yield Hook("redact", ctx, exc.message)
+            exc.error = yield Hook("redact", ctx, exc.error)
+        if exc.job_id is None and ctx.job_id:
+            exc.job_id = ctx.job_id  # every error carries the job id once there is one
+        yield Event("failed", ctx, {"error": exc, "delay_ms": None, "execution_ms": None})
