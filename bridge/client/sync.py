@@ -6,22 +6,17 @@ asyncio twin (:mod:`bridge.client.aio`)."""
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies
 
 from bridge.client import _plans as plans
 from bridge.client._base import EndpointBase, JobBase
 from bridge.client._policy import PollPolicy, RetryPolicy
-from bridge.client._wire import CONNECT_TIMEOUT, Call
 from bridge.lifecycle.drive import SyncDriver
 from bridge.lifecycle.steps import Plan
-from bridge.transport import Reply
+from bridge.transport import RequestsTransport
 
 __all__ = ["Endpoint", "Job"]
 
@@ -29,25 +24,6 @@ T = TypeVar("T")
 
 #: Connections kept per host; threads beyond it still work but open throw-away connections.
 POOL_SIZE = 256
-
-
-def new_session(base_url: str | None = None, pool_size: int = POOL_SIZE) -> requests.Session:
-    """A pooled session for ``base_url``. The environment's proxy (HTTP(S)_PROXY, NO_PROXY)
-    and CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) are resolved here, once, as
-    requests' ``trust_env`` would: left on, it re-reads them (and ~/.netrc) on every
-    request, a quarter of the client's CPU per request. Auth is our Bearer header."""
-    session = requests.Session()
-    # Retries are ours (RetryPolicy, on http and https alike), so urllib3's are off.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    if base_url is not None:
-        session.trust_env = False
-        session.proxies = dict(get_environ_proxies(base_url))
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            session.verify = bundle
-    return session
 
 
 class Endpoint(EndpointBase):
@@ -71,21 +47,9 @@ class Endpoint(EndpointBase):
         plugins: bool = False,
     ) -> None:
         super().__init__(endpoint_id, api_key, base_url, retry, poll, plugins)
-        self._owns_session = session is None
-        self.session = session if session is not None else new_session(self.base_url)
-        self._driver = SyncDriver(self._attempt, self.hooks)
-
-    # -- the one place bytes move ---------------------------------------------------------
-
-    def _attempt(self, call: Call) -> Reply | Exception:
-        try:
-            resp = self.session.request(
-                call.method, call.url, data=call.body, headers=call.headers,  # type: ignore[arg-type]
-                timeout=(CONNECT_TIMEOUT, call.read_timeout), allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            return exc
-        return Reply(resp.status_code, resp.headers, resp.content)
+        self.transport = RequestsTransport(session, pool_size=POOL_SIZE)
+        self.session = self.transport.session
+        self._driver = SyncDriver(self.transport.send, self.hooks)
 
     def _steps(self, plan: Plan[T]) -> Iterator[Any]:
         """Run ``plan``: yield what it emits, return its value."""
@@ -143,8 +107,7 @@ class Endpoint(EndpointBase):
         return self._drive(plans.send(self, self._wire.purge_queue(timeout)))
 
     def close(self) -> None:
-        if self._owns_session:
-            self.session.close()
+        self.transport.close()
 
     def __enter__(self) -> Endpoint:
         return self
