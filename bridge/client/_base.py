@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.client._wire import Wire
 from bridge.lifecycle.endpoint import EndpointState, JobState
 from bridge.lifecycle.settings import PollPolicy, RetryPolicy, WaitSettings
+from bridge.wire import Wire
 
 
 class EndpointBase(EndpointState):

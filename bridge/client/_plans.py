@@ -57,6 +57,7 @@ def stream(job: JobBase, timeout: float | None, batches: bool = False) -> Plan[N
     """Emit chunk outputs until the job ends: quietly on COMPLETED and CANCELLED, with the
     typed error after the last chunk on FAILED and TIMED_OUT."""
     ep = job._endpoint_base
+    assert isinstance(ep, EndpointBase)
     clock = WaitClock(timeout, ep.waits.poll, stream=True)
     ctx = job._context() if ep.hooks.enabled else None
     body = yield from plans.stream(job, clock, Deadline(clock.deadline), ctx, batches)

@@ -1,6 +1,9 @@
-"""The gateway: submit → record the job id in the journal → wait on the shared poller →
-hooks → result. Plain functions and one event-loop thread per process; no Celery here, so
-the Celery tasks, the batch runner and tests all drive it the same way.
+"""The gateway: a Celery task's job run through the one lifecycle (:mod:`bridge.lifecycle`),
+with what a worker adds (:mod:`bridge.gateway.stages`: the Redis journal, webhooks, the
+stream's Redis entries; :mod:`bridge.gateway.watches`: cancel keys and hand-off; the
+endpoints' shared budgets in :mod:`bridge.gateway.transport`). One event-loop thread per
+process and no Celery here, so the Celery tasks, the batch runner and tests all drive it
+the same way.
 
 Callers on any thread use the sync methods (:meth:`Gateway.run`, ...). The work runs as
 coroutines on the process's gateway loop; the calling thread only blocks on the result, so
@@ -23,14 +26,18 @@ from typing import Any, TypeVar
 
 from bridge import errors
 from bridge import webhooks as bridge_webhooks
-from bridge.client._wire import terminal
 from bridge.gateway.journal import Journal
-from bridge.gateway.poller import Cancelled, HandedOff, Poller
 from bridge.gateway.settings import GatewaySettings
-from bridge.gateway.stream_writer import StreamWriter, collecting
-from bridge.gateway.submit import Submitter
+from bridge.gateway.stages import GatewayStages, SubmitLedger
+from bridge.gateway.stream_writer import StreamWriter
 from bridge.gateway.transport import EndpointHandle, Transport
+from bridge.gateway.watches import Watches
 from bridge.hooks import Hooks, JobContext
+from bridge.lifecycle import plans
+from bridge.lifecycle.drive import AsyncDriver, Control
+from bridge.lifecycle.job import JobRequest, run_job
+from bridge.lifecycle.stages import Stages
+from bridge.lifecycle.steps import Cancelled, HandedOff, Plan
 from bridge.redis_clients import riding_async_client
 
 T = TypeVar("T")
@@ -77,27 +84,27 @@ class Gateway:
         self.redis = riding_async_client(self.settings.redis_url, max_connections=64)
         self.journal = Journal(self.redis, self.settings.journal_ttl)
         self.transport = Transport(self.settings, self.redis)
-        self.streams = StreamWriter(self.redis, self.hooks, self.settings.stream_maxlen, self.settings.journal_ttl)
-        self.poller = Poller(self.settings, self.transport, self.journal, self.redis, self.hooks)
-        self.submitter = Submitter(self.settings, self.journal, self.transport, self.hooks)
+        self.streams = StreamWriter(self.redis, self.settings.stream_maxlen, self.settings.journal_ttl)
+        self.watches = Watches(self.redis, self.settings.cancel_check)
+        self.ledger = SubmitLedger()
         # Webhooks (BRIDGE_WEBHOOK_URL set): one waiter per process, its inbox listener runs
-        # on this loop and ends the poller's watch of the task a verified delivery names.
+        # on this loop and ends the wait of the task a verified delivery names.
         self.webhooks = bridge_webhooks.from_settings(self.settings.redis_url)
         if self.webhooks is not None:
-            self.webhooks.on_delivery = self.poller.deliver
-        self.loop.call_soon(self.poller.start)
+            self.webhooks.on_delivery = self.watches.deliver
+        self.loop.call_soon(self.watches.start)
         self.loop.call_soon(ready.set)
         self.loop.run_forever()
 
     @property
     def submit_windows(self) -> deque[tuple[float, float]]:
         """(``/run`` round trip, job id write) in seconds, the latest 10,000 submits."""
-        return self.submitter.windows
+        return self.ledger.windows
 
     @property
     def stats(self) -> dict[str, int]:
         """``possible_double_submits``: claims taken over inside the submit window."""
-        return self.submitter.stats
+        return self.ledger.stats
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the gateway loop and block this thread until it ends.
@@ -190,10 +197,10 @@ class Gateway:
 
     def handoff(self) -> None:
         """Warm shutdown: every waiting call raises HandedOff; remote jobs keep running."""
-        self.loop.call_soon_threadsafe(self.poller.handoff)
+        self.loop.call_soon_threadsafe(self.watches.handoff)
 
     def set_handoff_key(self, key: str | None) -> None:
-        self.poller.handoff_key = key
+        self.watches.handoff_key = key
 
     def cancel_job_of(self, task_id: str) -> bool:
         """POST /cancel for the job ``task_id`` recorded (once per task); False when none."""
@@ -204,97 +211,65 @@ class Gateway:
 
     # -- the job ----------------------------------------------------------------------------------
 
+    def _driver(self, handle: EndpointHandle, stages: Stages | None = None) -> AsyncDriver:
+        async def send(call: Any) -> Any:
+            return await self.transport.send(handle, call)
+
+        return AsyncDriver(send, self.hooks, stages)
+
     async def _one(self, endpoint_id: str, build: Any) -> dict[str, Any]:
+        """One request (retried as every request is) outside any job: the status, cancel,
+        purge and health tasks."""
         handle = self.transport.endpoint(endpoint_id)
-        return await self.transport.call(handle, build(handle))
+        plan: Plan[dict[str, Any]] = plans.send(handle, build(handle))
+        return await self._driver(handle).run(plan)
 
     async def arun(self, spec: JobSpec, *, stream: bool = False, runsync_wait: float | None = None) -> Any:
-        started = time.monotonic()
+        """Submit (or resume) ``spec``'s job through the lifecycle, wait, and return its
+        transformed output (a stream's chunks); the journal and stream entries record how
+        it ended."""
         handle = self.transport.endpoint(spec.endpoint_id, spec.base_url)
         ctx = self.hooks.context(spec.endpoint_id, base_url=handle.base_url, task_id=spec.task_id,
                                  attempt=spec.attempt, meta=spec.meta)
+        control = Control()
+        stages = GatewayStages(self, spec, handle, stream, control)
+        req = JobRequest(spec.input, spec.webhook, spec.policy, self.settings.s3_config, spec.task_id,
+                         timeout=spec.timeout, cancel_on_timeout=True, stream=stream, runsync=runsync_wait)
+        if spec.expires_at is not None:
+            req.deadline, req.deadline_kind = time.monotonic() + spec.expires_at - time.time(), "expired"
         try:
-            result = await self._arun(spec, handle, ctx, started, stream, runsync_wait)
-            await self._forget_webhook(spec.task_id)
-            return result
-        except Cancelled as exc:
-            await self._forget_webhook(spec.task_id)
-            await self._save_meta(ctx)
-            await self.journal.finish(spec.task_id, "REVOKED")
-            if stream:  # readers blocked on the stream must learn it ended
-                await self.streams.eof(spec.task_id, "CANCELLED", f"the task was {exc.reason}")
-            await self.hooks.anotify("cancelled", ctx, reason=exc.reason)
-            raise
+            output = await self._driver(handle, stages).run(run_job(handle, req, ctx), control,
+                                                            stages.emit if stream else None)
         except HandedOff:
             raise
-        except errors.BridgeError as exc:
-            await self._forget_webhook(spec.task_id)
-            await self._redact_error(ctx, exc)
-            await self._save_meta(ctx)
-            if exc.job_id is None and ctx.job_id:
-                exc.job_id = ctx.job_id  # every error carries the job id once there is one
-                exc.args = (exc.args[0], ctx.job_id, *exc.args[2:])
-            if stream and not isinstance(exc, errors.JobError):  # JobErrors already wrote theirs
-                await self.streams.eof(spec.task_id, "ERROR", str(exc))
-            await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
-            if ctx.job_id:
-                await self.journal.finish(spec.task_id, getattr(exc, "status", "") or "ERROR", type(exc).__name__)
+        except Cancelled as exc:
+            await self._ended(spec, ctx, stream, "REVOKED", "CANCELLED", f"the task was {exc.reason}")
             raise
-
-    async def _arun(self, spec: JobSpec, handle: EndpointHandle, ctx: JobContext, started: float,
-                    stream: bool, runsync_wait: float | None) -> Any:
-        payload = await self.hooks.atransform_input(ctx, spec.input)
-        hit, output = await self.hooks.alookup(ctx, payload)
-        if hit:
-            if stream:  # readers of the task's stream must see the answer and its end
-                chunks = output if isinstance(output, list) else [output]
-                output = await self.streams.sink(spec.task_id, ctx)(chunks)
-                await self.streams.eof(spec.task_id, "COMPLETED", "")
-            else:
-                output = await self.hooks.atransform_output(ctx, output)
-            await self._save_meta(ctx)
-            await self.hooks.anotify("completed", ctx, output=output, delay_ms=None, execution_ms=None)
-            return output
-        self._check_input(spec, payload)
-        webhook, fallback = spec.webhook, None
-        if self.webhooks is not None and not stream and runsync_wait is None:
-            # The job reports back to our receiver (per-job secret in the URL); the caller's
-            # own webhook, if any, gets the verified body relayed. Polls only as a fallback.
-            try:
-                webhook = await self.webhooks.url_for(spec.task_id, relay=spec.webhook, await_here=False)
-                fallback = (self.webhooks.fallback_after, self.webhooks.fallback_interval)
-            except Exception as exc:  # Redis unreachable for the registration: poll as usual
-                log.warning("bridge: webhook registration for %s failed (%s); polling instead",
-                            spec.task_id, type(exc).__name__)
-        if runsync_wait is not None:
-            call = handle.wire.runsync(payload, runsync_wait, webhook, spec.policy, self.settings.s3_config,
-                                      spec.task_id)
-        else:
-            call = handle.wire.run(payload, webhook, spec.policy, self.settings.s3_config, spec.task_id)
-        job_id, body = await self.submitter.submit(spec, handle, call, ctx, payload)
-        aggregate: list[Any] = []
-        sink = None
-        if stream:
-            aggregate.extend(await self.streams.so_far(spec.task_id))
-            sink = collecting(self.streams.sink(spec.task_id, ctx), aggregate)
-        if body is None or not terminal(body):
-            deadline, kind = self._deadline(spec, started)
-            body = await self.poller.wait(handle, spec.task_id, job_id, deadline=deadline,
-                                          deadline_kind=kind, sink=sink, ctx=ctx, fallback=fallback)
-        if stream:
-            return await self._finish_stream(spec, handle, ctx, body, aggregate)
-        output = handle.wire.outcome(body, job_id)
-        await self.journal.finish(spec.task_id, "COMPLETED")
-        output = await self.hooks.atransform_output(ctx, output)
-        await self._save_meta(ctx)
-        await self.hooks.anotify("completed", ctx, output=output, delay_ms=body.get("delayTime"),
-                                 execution_ms=body.get("executionTime"))
+        except errors.BridgeError as exc:
+            status = getattr(exc, "status", "") or "ERROR"
+            await self._ended(spec, ctx, stream, status if ctx.job_id else None, status if isinstance(
+                exc, errors.JobError) else "ERROR", str(exc), type(exc).__name__)
+            raise
+        finally:
+            stages.done()
+        await self._ended(spec, ctx, stream, "COMPLETED" if ctx.job_id else None, "COMPLETED", "")
         return output
+
+    async def _ended(self, spec: JobSpec, ctx: JobContext, stream: bool, state: str | None,
+                     eof_status: str, eof_error: str, error: str | None = None) -> None:
+        """The bookkeeping of an ended job: webhook registration dropped, meta saved, the
+        journal's state, a stream's eof entry (readers blocked on it must learn it ended)."""
+        await self._forget_webhook(spec.task_id)
+        await self._save_meta(ctx)
+        if state is not None:
+            await self.journal.finish(spec.task_id, state, error)
+        if stream:
+            await self.streams.eof(spec.task_id, eof_status, eof_error)
 
     async def _forget_webhook(self, task_id: str) -> None:
         """The job ended: later deliveries for it are refused (not on a hand-off: the next
         worker re-registers the same URL)."""
-        self.poller.early.pop(task_id, None)
+        self.watches.early.pop(task_id, None)
         if self.webhooks is not None:
             try:
                 await self.webhooks.forget(task_id)
@@ -307,73 +282,26 @@ class Gateway:
             safe = await self.hooks.aredact(ctx, ctx.meta)
             await self.journal.save_meta(ctx.task_id, json.dumps(safe, default=str))
 
-    async def _redact_error(self, ctx: JobContext, exc: errors.BridgeError) -> None:
-        """An endpoint's error text comes from the job's output: redact it before it is raised
-        (the task's result and logs show it)."""
-        if not isinstance(exc, errors.JobError) or not self.hooks.active("bridge_redact"):
-            return
-        message = await self.hooks.aredact(ctx, exc.args[0])
-        error = await self.hooks.aredact(ctx, exc.error)
-        exc.message, exc.error = message, error
-        exc.args = (message, *exc.args[1:4], error, *exc.args[5:])
-
-    def _check_input(self, spec: JobSpec, payload: Any) -> None:
-        if isinstance(payload, dict) and "s3Config" in payload:
-            raise errors.InvalidRequest(
-                "s3Config must not travel in task arguments (they are stored and logged)",
-                None, spec.endpoint_id, "set BRIDGE_S3_CONFIG in the worker's environment instead",
-            )
-        try:
-            size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False))
-        except (TypeError, ValueError):
-            return  # the wire names the problem precisely when it encodes the body
-        if size > self.settings.max_input_bytes:
-            raise errors.PayloadTooLarge(
-                f"the input is {size:,} bytes of JSON, over BRIDGE_MAX_INPUT_BYTES={self.settings.max_input_bytes:,}",
-                None, spec.endpoint_id,
-            )
-
-    def _deadline(self, spec: JobSpec, started: float) -> tuple[float | None, str]:
-        loop_now = self.loop.time()
-        candidates: list[tuple[float, str]] = []
-        if spec.timeout is not None:
-            candidates.append((loop_now + spec.timeout - (time.monotonic() - started), "timeout"))
-        if spec.expires_at is not None:
-            candidates.append((loop_now + spec.expires_at - time.time(), "expired"))
-        if not candidates:
-            return None, "timeout"
-        return min(candidates)
-
     async def _cancel_recorded(self, task_id: str) -> bool:
         entry = await self.journal.get(task_id)
         job_id, endpoint_id = entry.get("job_id"), entry.get("endpoint_id")
         if not job_id or not endpoint_id:
             return False
         handle = self.transport.endpoint(endpoint_id, entry.get("base_url") or None)
-        await self.poller.cancel_remote(handle, task_id, job_id)
+        stages = _OnceStages(self.journal, task_id)
+        await self._driver(handle, stages).run(plans.cancel_quietly(handle._new_job(job_id)))
         return True
 
-    # -- streams --------------------------------------------------------------------------------
 
-    async def _finish_stream(self, spec: JobSpec, handle: EndpointHandle, ctx: JobContext,
-                             body: dict[str, Any], aggregate: list[Any]) -> list[Any]:
-        status, error = str(body.get("status")), ""
-        if status != "COMPLETED":
-            if "error" not in body:
-                body = await self.transport.call(handle, handle.wire.status(ctx.job_id or ""))
-            try:
-                handle.wire.outcome(body, ctx.job_id)
-            except errors.JobError as exc:
-                await self._redact_error(ctx, exc)  # the eof entry shows it to stream readers
-                error = str(exc)
-                await self.streams.eof(spec.task_id, status, error)
-                raise
-        await self.streams.eof(spec.task_id, status, error)
-        await self.journal.finish(spec.task_id, status)
-        await self._save_meta(ctx)
-        await self.hooks.anotify("completed", ctx, output=aggregate, delay_ms=body.get("delayTime"),
-                                 execution_ms=body.get("executionTime"))
-        return aggregate
+class _OnceStages(Stages):
+    """A /cancel outside a job's wait (``bridge.cancel_task``, a soft time limit): still once per task."""
+
+    def __init__(self, journal: Journal, task_id: str) -> None:
+        self.journal = journal
+        self.task_id = task_id
+
+    async def may_cancel(self, job_id: str) -> bool:
+        return await self.journal.cancel_once(self.task_id)
 
 
 _lock = threading.Lock()

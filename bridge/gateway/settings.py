@@ -16,6 +16,7 @@ from typing import Any
 from bridge import limits
 from bridge.config import env_float, env_int, is_runpod_api
 from bridge.errors import ConfigurationError
+from bridge.lifecycle.settings import WaitSettings
 
 #: The budget against RunPod's API: its documented limits (bridge.limits), plus /health,
 #: which the documentation does not list, at the status route's rate.
@@ -80,14 +81,9 @@ class GatewaySettings:
     """What the gateway reads; each field names its environment variable."""
 
     redis_url: str = field(default_factory=default_redis_url)  # BRIDGE_REDIS_URL
-    #: Longest single long poll (GET /status-sync?wait=); 0 turns long polls off.
-    long_poll: float = field(default_factory=lambda: env_float("BRIDGE_LONG_POLL", 20.0))
-    #: First and longest interval between plain status polls (backed off in between).
-    poll_interval: float = field(default_factory=lambda: env_float("BRIDGE_POLL_INTERVAL", 0.5))
-    poll_max_interval: float = field(default_factory=lambda: env_float("BRIDGE_POLL_MAX_INTERVAL", 10.0))
-    #: First interval between /stream polls of a streaming job (backed off to 2 s while no
-    #: chunks come; back to this after each chunk). Inside the endpoint's ``stream`` budget.
-    stream_poll_interval: float = field(default_factory=lambda: env_float("BRIDGE_STREAM_POLL_INTERVAL", 0.2))
+    #: Waiting and retrying (long polls, poll pauses, request retries): the one
+    #: :class:`~bridge.lifecycle.settings.WaitSettings` every caller uses (docs/settings.md).
+    waits: WaitSettings = field(default_factory=WaitSettings.from_env)
     #: How often the poller looks at the cancel keys of all its jobs (one MGET per round).
     cancel_check: float = field(default_factory=lambda: env_float("BRIDGE_CANCEL_CHECK", 0.25))
     #: Pooled HTTP connections per worker process (long polls hold one each).
@@ -99,10 +95,6 @@ class GatewaySettings:
     #: How long journal entries and streams are kept in Redis.
     journal_ttl: int = field(default_factory=lambda: env_int("BRIDGE_JOURNAL_TTL", 7 * 86400))
     stream_maxlen: int = field(default_factory=lambda: env_int("BRIDGE_STREAM_MAXLEN", 100_000))
-    #: Retries of transient errors (429, 5xx, unreachable) before a submit fails.
-    submit_attempts: int = field(default_factory=lambda: env_int("BRIDGE_SUBMIT_ATTEMPTS", 8))
-    #: How long status polls keep failing transiently before the job's wait fails.
-    poll_error_deadline: float = field(default_factory=lambda: env_float("BRIDGE_POLL_ERROR_DEADLINE", 300.0))
     rate_limits_env: str | None = field(default_factory=lambda: os.environ.get("BRIDGE_RATE_LIMITS"))
     #: Named endpoints: ``{"name": {"endpoint_id", "base_url", "api_key_env"}}`` (JSON; every
     #: field optional). ``api_key_env`` names an environment variable, never holds a key.

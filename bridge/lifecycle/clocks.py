@@ -7,10 +7,10 @@ import logging
 import time
 
 from bridge import errors
-from bridge.client._wire import KNOWN_STATUSES, is_known_status, known_keys
 from bridge.config import unknown_status_timeout
 from bridge.lifecycle.schedule import JobSchedule  # noqa: TC001 (helper S)
 from bridge.lifecycle.settings import PollPolicy
+from bridge.wire import KNOWN_STATUSES, is_known_status, known_keys
 
 __all__ = ["UnknownStatusClock", "WaitClock"]
 

@@ -83,22 +83,21 @@ class SyncDriver:
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
             reply = None
-            kind = type(step)
-            if kind is Attempt:
+            if isinstance(step, Attempt):
                 try:
                     reply = self.send(step.call)
                 except Exception as exc:  # the plan maps it (one place: the wire)
                     reply = exc
-            elif kind is Sleep:
+            elif isinstance(step, Sleep):
                 time.sleep(step.seconds)
-            elif kind is Emit:
+            elif isinstance(step, Emit):
                 yield step.value
-            elif kind is Hook:
+            elif isinstance(step, Hook):
                 reply = _identity(step) if hooks is None else _hook_sync(hooks, step)
-            elif kind is Event:
+            elif isinstance(step, Event):
                 if hooks is not None:
                     hooks.notify(step.name, step.ctx, **step.data)
-            elif kind is Stage:
+            elif isinstance(step, Stage):
                 reply = getattr(self.stages, step.name)(*step.args)
 
     def run(self, plan: Plan[T]) -> T:
@@ -140,44 +139,44 @@ class AsyncDriver:
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
             reply = throw = None
-            kind = type(step)
-            if kind is Attempt or kind is Sleep:
+            if isinstance(step, (Attempt, Sleep)):
                 if control is not None:
                     throw = control._take()
                     if throw is not None:
                         continue
                     control.busy = True
                 try:
-                    if kind is Attempt:
-                        reply = await self.send(step.call)  # type: ignore[union-attr]
+                    if isinstance(step, Attempt):
+                        reply = await self.send(step.call)
                     else:
-                        await asyncio.sleep(step.seconds)  # type: ignore[union-attr]
+                        await asyncio.sleep(step.seconds)
                 except asyncio.CancelledError:
                     throw = control._take() if control is not None else None
                     if throw is None:
                         raise
-                    task = asyncio.current_task()
-                    if task is not None:
-                        task.uncancel()  # ours, not the caller's: the task goes on
+                    # ours, not the caller's: the task goes on (3.11+ counts cancellations)
+                    uncancel = getattr(asyncio.current_task(), "uncancel", None)
+                    if uncancel is not None:
+                        uncancel()
                 except Exception as exc:  # the plan maps it (one place: the wire)
                     reply = exc
                 finally:
                     if control is not None:
                         control.busy = False
-            elif kind is Hook:
+            elif isinstance(step, Hook):
                 reply = _identity(step) if hooks is None else await getattr(hooks, "a" + step.name)(
-                    step.ctx, step.value)  # type: ignore[union-attr]
-            elif kind is Event:
+                    step.ctx, step.value)
+            elif isinstance(step, Event):
                 if hooks is not None:
-                    await hooks.anotify(step.name, step.ctx, **step.data)  # type: ignore[union-attr]
-            elif kind is Stage:
-                if step.name == "waiting" and control is not None:  # type: ignore[union-attr]
+                    await hooks.anotify(step.name, step.ctx, **step.data)
+            elif isinstance(step, Stage):
+                if step.name == "waiting" and control is not None:
                     control.armed = True
-                reply = getattr(stages, step.name)(*step.args)  # type: ignore[union-attr]
+                reply = getattr(stages, step.name)(*step.args)
                 if inspect.isawaitable(reply):
                     reply = await reply
-            elif kind is Emit and emit is not None:
-                result = emit(step.value)  # type: ignore[union-attr]
+            elif isinstance(step, Emit) and emit is not None:
+                result = emit(step.value)
                 if inspect.isawaitable(result):
                     await result
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge import errors
-from bridge.client._wire import Wire, terminal
 from bridge.lifecycle.clocks import WaitClock
 from bridge.lifecycle.schedule import EndpointProfile, profiles
 from bridge.lifecycle.settings import WaitSettings
+from bridge.wire import Wire, terminal
 
 #: Waits shorter than this are answered by the server straight away, so a long poll that
 #: came back sooner with the same status means the server does not hold requests.

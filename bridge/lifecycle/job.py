@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import errors
-from bridge.client._wire import terminal
 from bridge.lifecycle import plans
 from bridge.lifecycle.clocks import WaitClock
 from bridge.lifecycle.endpoint import EndpointState, JobState
 from bridge.lifecycle.plans import Deadline
 from bridge.lifecycle.steps import Cancelled, Emit, Event, Hook, Plan, Stage
+from bridge.wire import terminal
 
 __all__ = ["JobRequest", "finish", "run_job", "start"]
 

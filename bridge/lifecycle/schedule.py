@@ -48,12 +48,13 @@ from typing import Any, Protocol
 
 __all__ = ["EndpointProfile", "JobSchedule", "Profiles", "profiles"]
 
-#: Durations remembered per endpoint.
-MEMORY = 200
+#: Durations remembered per endpoint (enough to span a burst of hundreds of jobs, whose
+#: ends arrive shortest first).
+MEMORY = 1000
 #: Durations needed before the learned schedule replaces the back-off.
 MIN_SAMPLES = 20
 #: A duration's weight halves every this many newer durations (drift: recent ones count more).
-HALF_LIFE = 50.0
+HALF_LIFE = 300.0
 #: Expected lateness (seconds) one look may cost: larger means fewer looks, later notice.
 LATENESS_BUDGET = 0.1
 #: No two looks closer than this (seconds).
@@ -79,10 +80,10 @@ class PollLike(Protocol):
 
 
 def lateness_cap(elapsed: float) -> float:
-    """The longest a look may come after the earliest end still possible: 0.75 s for jobs of
+    """The longest a look may come after the earliest end still possible: 0.9 s for jobs of
     seconds (so spread durations are noticed no later than by a fixed 1 s poll, with fewer
     looks), 3 % of the elapsed time for longer ones."""
-    return max(0.75, 0.03 * elapsed)
+    return max(0.9, 0.03 * elapsed)
 
 
 class _Learned:
@@ -120,16 +121,20 @@ class _Learned:
             return None
         alive = self.weight_above[first]  # weight of the durations longer than elapsed
         budget = LATENESS_BUDGET * alive
-        # Walk the durations that could end next: looking at s costs sum w_i (s - v_i) over
-        # v_i <= s, over ``alive``. Find the s where that reaches the budget.
-        look = values[-1]
-        for k in range(first, len(values)):
-            weight = alive - self.weight_above[k + 1]          # sum of w over values[first..k]
-            wvalue = self.wvalue_above[first] - self.wvalue_above[k + 1]
-            s = (budget + wvalue) / weight
-            if k + 1 == len(values) or s <= values[k + 1]:
-                look = s
-                break
+        # Looking at s costs sum w_i (s - v_i) over first <= i with v_i <= s, over ``alive``.
+        # That cost at s = values[k] grows with k: find the last k where it is within the
+        # budget (binary search on the suffix sums), then solve for s on its segment.
+        lo, hi = first, len(values) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            weight = alive - self.weight_above[mid]
+            cost = values[mid] * weight - (self.wvalue_above[first] - self.wvalue_above[mid])
+            if cost <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        weight = alive - self.weight_above[lo + 1]
+        look = (budget + self.wvalue_above[first] - self.wvalue_above[lo + 1]) / weight
         look = min(look, values[first] + lateness_cap(elapsed), values[-1] + self.margin())
         return max(look, values[first])
 
@@ -137,13 +142,15 @@ class _Learned:
 class EndpointProfile:
     """What is known of one endpoint: whether it has long polls, and its jobs' durations."""
 
-    def __init__(self, memory: int = MEMORY) -> None:
+    def __init__(self, memory: int | None = None) -> None:
+        memory = MEMORY if memory is None else memory
         #: None = not known yet; False = /status-sync is missing (remembered, never asked again).
         self.long_poll: bool | None = None
         self._durations: deque[float] = deque(maxlen=memory)
         self._executions: deque[float] = deque(maxlen=memory)
         self._lock = threading.Lock()
-        self._learned: _Learned | None = None  # cached snapshot; None when stale
+        self._learned: _Learned | None = None  # cached snapshot
+        self._fresh = 0  # durations observed since the snapshot was made
 
     def observe(self, body: Mapping[str, Any], waited: float) -> None:
         """Learn from a terminal status ``body`` noticed ``waited`` seconds after submit.
@@ -161,7 +168,7 @@ class EndpointProfile:
             self._durations.append(duration)
             if execution is not None:
                 self._executions.append(execution)
-            self._learned = None
+            self._fresh += 1
 
     @property
     def samples(self) -> int:
@@ -169,15 +176,16 @@ class EndpointProfile:
         return len(self._durations)
 
     def learned(self) -> _Learned | None:
-        """The current snapshot, or None while fewer than MIN_SAMPLES durations are known."""
-        snapshot = self._learned
-        if snapshot is not None:
-            return snapshot
+        """The current snapshot, or None while fewer than MIN_SAMPLES durations are known.
+        It is remade once 1/64 of the memory is new (not on every end: at hundreds of
+        ends a second that would cost more than the looks it saves)."""
         with self._lock:
-            if len(self._durations) < MIN_SAMPLES:
+            count = len(self._durations)
+            if count < MIN_SAMPLES:
                 return None
-            if self._learned is None:
+            if self._learned is None or self._fresh > count // 64:
                 self._learned = _Learned(list(self._durations), list(self._executions))
+                self._fresh = 0
             return self._learned
 
     def schedule(self, poll: PollLike, *, stream: bool = False) -> JobSchedule:

@@ -27,7 +27,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bridge.client._wire import Call
+from bridge.wire import Call
 
 T = TypeVar("T")
 
