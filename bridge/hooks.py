@@ -3,7 +3,7 @@
 ``Hooks`` snapshots, once, the implementations of every hook in call order, and runs them
 itself instead of through ``pm.hook.*``: transforms are a pipeline (pluggy would return a
 list), observers are isolated from each other (pluggy would stop at the first exception),
-and a hook with no implementations costs one dict look-up. Which hooks exist and how each
+and a hook with no implementations costs one look-up. Which hooks exist and how each
 runs comes from the specs' kind marks (``bridge.hookspecs``, plus any marked spec added to
 the plugin manager), so a new hook needs no edit here: its call site uses the generic
 ``pipeline``/``first_answer``/``notify``/``call_registration`` (and async twins).
@@ -25,10 +25,11 @@ import os
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 import pluggy
 
+from bridge import hookspecs
 from bridge._hookcall import (
     Impl,
     Spec,
@@ -69,7 +70,7 @@ class Hooks:
         }
         # One table per kind, so a call checks the hook's kind in the same look-up.
         self._kinds: dict[str, dict[str, tuple[Spec, tuple[Impl, ...]]]] = {
-            kind: {} for kind in ("transform", "first_answer", "observer", "registration")
+            kind: {} for kind in get_args(hookspecs.Kind)
         }
         for name, spec in self.specs.items():
             key = spec.event if spec.kind == "observer" else name
