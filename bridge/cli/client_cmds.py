@@ -1,4 +1,5 @@
-"""``bridge run | status | cancel | health | purge``: thin wrappers over the sync client.
+"""``bridge run | status | cancel | health | purge``: thin wrappers over the sync client;
+``bridge run`` drives the one job lifecycle with the installed plugins.
 
 Every command prints JSON on stdout; errors go to stderr as JSON with the exit codes of
 :mod:`bridge.cli._common` (1 job failed/cancelled/timed out, 3 auth, 4 not found,
@@ -11,8 +12,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -29,6 +29,9 @@ from bridge.cli._common import (
     interrupted,
 )
 from bridge.client.sync import Endpoint, Job
+from bridge.lifecycle.drive import SyncDriver
+from bridge.lifecycle.job import JobRequest, run_job, start
+from bridge.lifecycle.stages import Stages
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,11 +59,11 @@ class _RunEndpoint(Endpoint):
         return job
 
 
-def _endpoint(endpoint_id: str, api_key: str | None, base_url: str | None) -> _RunEndpoint:
+def _endpoint(endpoint_id: str, api_key: str | None, base_url: str | None, plugins: bool = False) -> _RunEndpoint:
     # The base URL is checked by the client (ConfigurationError, exit 7); the key here,
     # since requests would raise a bare ValueError for a header it cannot send.
     check_header_value(api_key, "--api-key", secret=True)
-    return _RunEndpoint(endpoint_id, api_key=api_key, base_url=base_url)
+    return _RunEndpoint(endpoint_id, api_key=api_key, base_url=base_url, plugins=plugins)
 
 
 def _read_json(text: str, what: str) -> Any:
@@ -96,30 +99,41 @@ def _check_run_flags(use_sync: bool, wait: bool, stream: bool, timeout: float | 
             raise errors.InvalidRequest(message, None, None, "the options of bridge run (bridge run --help)")
 
 
-@contextmanager
-def _ctrl_c_after_submit() -> Iterator[None]:
-    """Hold a first Ctrl+C until the block (the /run request) ends, then raise it: the job
-    id is known by then, so the job can be cancelled instead of left running unseen. A
-    second Ctrl+C stops at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pressed: list[bool] = []
+class _RunStages(Stages):
+    """``bridge run``'s stages: a first Ctrl+C is held from the submit until /run answers,
+    then raised: the job id is known by then, so the job can be cancelled instead of left
+    running unseen. A second Ctrl+C stops at once."""
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        if pressed:
+    def __init__(self, hold: bool) -> None:
+        self._hold = hold  # not around /runsync: it holds the answer (and the id) for long
+        self._pressed: list[bool] = []
+        self._previous: Any = None
+
+    def claim(self, ctx: Any) -> None:
+        if not self._hold or threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._pressed:
+                raise KeyboardInterrupt
+            self._pressed.append(True)
+            click.echo("bridge run: Ctrl+C: the job is cancelled as soon as /run answers with its id "
+                       "(Ctrl+C again to quit without cancelling)", err=True)
+
+        self._previous = signal.signal(signal.SIGINT, on_sigint)
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        if self._pressed:
             raise KeyboardInterrupt
-        pressed.append(True)
-        click.echo("bridge run: Ctrl+C: the job is cancelled as soon as /run answers with its id "
-                   "(Ctrl+C again to quit without cancelling)", err=True)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed:
-        raise KeyboardInterrupt
+    def release(self, ctx: Any) -> None:
+        self._restore()
+
+    def record(self, ctx: Any, job_id: str) -> None:
+        self._restore()
 
 
 def _cancel_and_exit(endpoint: _RunEndpoint, use_sync: bool) -> NoReturn:
@@ -188,7 +202,7 @@ def run_cmd(
     policy = check_policy(_read_json(policy_json, "--policy")) if policy_json is not None else None
     payload = _read_json(input_json, "INPUT")
     options: dict[str, Any] = {"webhook": webhook, "policy": policy, "idempotency_key": idempotency_key}
-    endpoint = _endpoint(endpoint_id, api_key, base_url)
+    endpoint = _endpoint(endpoint_id, api_key, base_url, plugins=True)  # as bridge batch and the tasks
     with endpoint:
         try:
             result = _run(endpoint, payload, options, use_sync, wait, stream, timeout, cancel_on_timeout)
@@ -199,21 +213,28 @@ def run_cmd(
 
 def _run(endpoint: _RunEndpoint, payload: Any, options: dict[str, Any], use_sync: bool, wait: bool,
          stream: bool, timeout: float | None, cancel_on_timeout: bool) -> dict[str, Any]:
-    if use_sync:
-        output = endpoint.run_sync(
-            payload, 86400 if timeout is None else timeout, cancel_on_timeout=cancel_on_timeout, **options
-        )
-        assert endpoint.last_job is not None  # /runsync answered with the job's id
-        return {"id": endpoint.last_job.job_id, "status": "COMPLETED", "output": output}
-    with _ctrl_c_after_submit():
-        job = endpoint.run(payload, **options)
+    """The job through the one lifecycle, plugins included, as ``bridge batch`` and the
+    Celery tasks run it; streamed chunks are printed as they come."""
+    stages = _RunStages(hold=not use_sync)
+    request = JobRequest(payload, options["webhook"], options["policy"], None, options["idempotency_key"],
+                         timeout=timeout, cancel_on_timeout=cancel_on_timeout, stream=stream)
+    ctx = endpoint._context()
     if not wait:
+        job = SyncDriver(endpoint.transport.send, endpoint.hooks, stages).run(start(endpoint, request, ctx))
         return {"id": job.job_id, "status": job.last_status or "IN_QUEUE"}
-    if stream:
-        for chunk in job.stream(timeout):
+    if use_sync:
+        request.runsync = endpoint.waits.poll.long_poll if endpoint.waits.poll.long_poll > 0 else 90.0
+    steps = SyncDriver(endpoint.transport.send, endpoint.hooks, stages).steps(run_job(endpoint, request, ctx))
+    while True:
+        try:
+            chunks = next(steps)
+        except StopIteration as stop:
+            output = stop.value
+            break
+        for chunk in chunks:
             click.echo(json.dumps(chunk, default=str))
-    output = job.output(timeout, cancel_on_timeout=cancel_on_timeout)
-    return {"id": job.job_id, "status": "COMPLETED", "output": output}
+    last = endpoint.last_job
+    return {"id": None if last is None else last.job_id, "status": "COMPLETED", "output": output}
 
 
 @click.command("status")

@@ -143,10 +143,10 @@ def _submit(ep: EndpointState, req: JobRequest, ctx: Any, payload: Any,
         yield Stage("release", (ctx,))  # nothing was created: a later delivery may submit
         raise
     job_id = str(body["id"])
+    job = ep._new_job(job_id)
     yield Stage("record", (ctx, job_id))
     ctx.job_id = job_id
     yield Event("submitted", ctx, {"input": payload})
-    job = ep._new_job(job_id)
     # A repeated Idempotency-Key may name a job that already ended; /run's answer then
     # lacks the output, so only /runsync's terminal answer is kept.
     if not terminal(body) or req.runsync is not None:
