@@ -42,6 +42,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -54,14 +55,23 @@ MEMORY = 1000
 #: Durations needed before the learned schedule replaces the back-off.
 MIN_SAMPLES = 20
 #: A duration's weight halves every this many newer durations (drift: recent ones count more).
-HALF_LIFE = 300.0
-#: Expected lateness (seconds) one look may cost: larger means fewer looks, later notice.
+HALF_LIFE = 100.0
+#: Expected lateness one look may cost: the larger of this many seconds and
+#: :data:`LATENESS_SHARE` of the next duration seen. Larger: fewer looks, later notice.
 LATENESS_BUDGET = 0.1
+LATENESS_SHARE = 0.02
 #: No two looks closer than this (seconds).
 MIN_PAUSE = 0.2
 #: A pause may exceed ``max_interval`` by this factor to land on the predicted end
 #: (3 pauses of 10 s end just before a 30 s job does; 10.2 s ones do not).
 CAP_SLACK = 1.05
+#: Past the longest duration seen, looks keep the lateness cap's pace while at least this
+#: share of jobs is estimated to run longer still; below it they back off.
+PACED_TAIL = 0.05
+#: This many ends in a row outside the usual range (0.5 %-99.5 %), on one side: the
+#: endpoint's jobs changed, and what was learned is dropped. (A burst's ends come shortest
+#: first, but 10 in a row below the 0.5 % quantile is rare even among hundreds.)
+DRIFT_RUN = 10
 #: Statuses whose durations are learned (a job cancelled by someone says nothing of its length).
 _LEARNED = frozenset({"COMPLETED", "FAILED", "TIMED_OUT"})
 
@@ -80,32 +90,82 @@ class PollLike(Protocol):
 
 
 def lateness_cap(elapsed: float) -> float:
-    """The longest a look may come after the earliest end still possible: 0.9 s for jobs of
+    """The longest a look may come after the earliest end still possible: 0.95 s for jobs of
     seconds (so spread durations are noticed no later than by a fixed 1 s poll, with fewer
     looks), 3 % of the elapsed time for longer ones."""
-    return max(0.9, 0.03 * elapsed)
+    return max(0.95, 0.03 * elapsed)
 
 
 class _Learned:
-    """An immutable snapshot of an endpoint's durations, sorted, with weights and suffix sums."""
+    """An immutable snapshot of an endpoint's durations: sorted, each with its probability
+    mass, and suffix sums for the schedule's searches.
 
-    __slots__ = ("exec_low", "values", "weight_above", "wvalue_above", "weights")
+    The masses are a weighted Kaplan-Meier estimate: jobs still being waited for count as
+    "lasted at least this long" (censored), so a burst whose short jobs ended first is not
+    mistaken for an endpoint of short jobs; ``tail`` is the mass beyond the longest
+    duration seen (jobs still running past it)."""
 
-    def __init__(self, durations: list[float], executions: list[float]) -> None:
+    __slots__ = ("chance_gap", "exec_low", "usual", "tail", "values", "weight_above", "wvalue_above",
+                 "weights")
+
+    def __init__(self, durations: list[float], executions: list[float], censored: list[float]) -> None:
         n = len(durations)
         decay = 0.5 ** (1.0 / HALF_LIFE)
         pairs = sorted((d, decay ** (n - 1 - i)) for i, d in enumerate(durations))
         self.values = [d for d, _ in pairs]
-        self.weights = [w for _, w in pairs]
-        # weight_above[i] = total weight of values[i:], wvalue_above likewise of weight*value
+        # At risk at v: the ended jobs that lasted >= v, plus the running ones seen alive at >= v
+        # (weight 1: they are the newest).
+        censored = sorted(censored)
+        at_risk_ended = sum(w for _, w in pairs)
+        survival = 1.0
+        self.weights = []
+        for v, w in pairs:
+            at_risk = at_risk_ended + (len(censored) - bisect.bisect_left(censored, v))
+            mass = survival * w / at_risk
+            self.weights.append(mass)
+            survival -= mass
+            at_risk_ended -= w
+        self.tail = max(0.0, survival)
+        # weight_above[i] = mass of values[i:] plus the tail, wvalue_above of mass*value
         self.weight_above = [0.0] * (n + 1)
         self.wvalue_above = [0.0] * (n + 1)
+        self.weight_above[n] = self.tail
         for i in range(n - 1, -1, -1):
             self.weight_above[i] = self.weight_above[i + 1] + self.weights[i]
             self.wvalue_above[i] = self.wvalue_above[i + 1] + self.weights[i] * self.values[i]
+        # A gap this wide between neighbouring durations can be chance (4 mean spacings).
+        self.chance_gap = 4 * (self.values[-1] - self.values[0]) / max(1, n - 1)
+        # The usual range: from the 0.5 % to the 99.5 % quantile, widened by half that span on
+        # each side (no upper end while jobs run past the longest seen). Runs of ends outside
+        # it mean the endpoint changed.
+        low, high = self.quantile(0.005), self.quantile(0.995)
+        slack = 0.5 * (high - low)  # what was seen is a sample: ends a little outside are no change
+        self.usual = (low - slack, high + slack if self.tail == 0 else math.inf)
         # A job still queued cannot end sooner than (about) the shortest run time seen.
         ordered = sorted(executions)
         self.exec_low = ordered[len(ordered) // 20] if ordered else 0.0
+
+    def quantile(self, q: float) -> float:
+        """The duration below which ``q`` of the mass lies."""
+        total = self.weight_above[0]
+        i = bisect.bisect_left([total - w for w in self.weight_above[1:]], q * total)
+        return self.values[min(i, len(self.values) - 1)]
+
+    def real_gap(self, i: int, cap: float) -> bool:
+        """Whether nothing ends between ``values[i - 1]`` (or 0) and ``values[i]``: the gap is
+        wider than twice the lateness cap, than 4 mean spacings of all durations, and than 8
+        spacings of its neighbours (sparse because few ended there yet, or a real hole)."""
+        values = self.values
+        gap = values[i] - (values[i - 1] if i > 0 else 0.0)
+        if gap <= max(2 * cap, self.chance_gap):
+            return False
+        right = min(len(values) - 1, i + 3)
+        local = (values[right] - values[i]) / (right - i) if right > i else 0.0
+        if i > 0:
+            left = max(0, i - 4)
+            if i - 1 > left:
+                local = max(local, (values[i - 1] - values[left]) / (i - 1 - left))
+        return gap > 8 * local
 
     def margin(self) -> float:
         """Slack past the longest duration seen: the unseen tail of the distribution."""
@@ -119,8 +179,8 @@ class _Learned:
         first = bisect.bisect_right(values, elapsed)
         if first == len(values):
             return None
-        alive = self.weight_above[first]  # weight of the durations longer than elapsed
-        budget = LATENESS_BUDGET * alive
+        alive = self.weight_above[first]  # mass of the durations longer than elapsed
+        budget = max(LATENESS_BUDGET, LATENESS_SHARE * values[first]) * alive
         # Looking at s costs sum w_i (s - v_i) over first <= i with v_i <= s, over ``alive``.
         # That cost at s = values[k] grows with k: find the last k where it is within the
         # budget (binary search on the suffix sums), then solve for s on its segment.
@@ -135,8 +195,15 @@ class _Learned:
                 hi = mid - 1
         weight = alive - self.weight_above[lo + 1]
         look = (budget + self.wvalue_above[first] - self.wvalue_above[lo + 1]) / weight
-        look = min(look, values[first] + lateness_cap(elapsed), values[-1] + self.margin())
-        return max(look, values[first])
+        # The earliest end still possible: the next duration seen, when the gap up to it (from
+        # the one before, or from 0) is a real one where nothing ends (before the shortest
+        # duration, between two modes); else now (a gap between few samples is chance).
+        cap = lateness_cap(elapsed)
+        earliest = values[first]
+        if not self.real_gap(first, cap):
+            earliest = elapsed
+        look = min(look, earliest + cap, values[-1] + self.margin())
+        return max(look, elapsed + MIN_PAUSE)
 
 
 class EndpointProfile:
@@ -151,6 +218,10 @@ class EndpointProfile:
         self._lock = threading.Lock()
         self._learned: _Learned | None = None  # cached snapshot
         self._fresh = 0  # durations observed since the snapshot was made
+        self._outside = 0  # ends in a row below (negative) or above the usual range
+        self._usual = (0.0, math.inf)  # that range, as it was when the run began
+        #: The waits in progress (their elapsed time is what the snapshot knows of running jobs).
+        self._waits: weakref.WeakSet[JobSchedule] = weakref.WeakSet()
 
     def observe(self, body: Mapping[str, Any], waited: float) -> None:
         """Learn from a terminal status ``body`` noticed ``waited`` seconds after submit.
@@ -169,6 +240,29 @@ class EndpointProfile:
             if execution is not None:
                 self._executions.append(execution)
             self._fresh += 1
+            self._watch_drift(duration)
+
+    def _watch_drift(self, duration: float) -> None:
+        """DRIFT_RUN ends in a row outside the usual range, all on one side: the endpoint's
+        jobs changed (a new model, other inputs). Keep only those and learn anew."""
+        if self._learned is None:
+            return
+        # Judged against the range before the run began (the snapshot learns the run itself).
+        low, high = self._usual if self._outside else self._learned.usual
+        side = -1 if duration < low else 1 if duration > high else 0
+        if duration < self._learned.usual[0]:
+            self._fresh = len(self._durations)  # shorter than ever: look for such ends at once
+        if side == 0 or self._outside * side < 0:
+            self._outside = side
+            self._usual = self._learned.usual
+        else:
+            self._outside += side
+        if abs(self._outside) >= DRIFT_RUN:
+            keep = list(self._durations)[-DRIFT_RUN:]
+            self._durations.clear()
+            self._durations.extend(keep)
+            self._executions.clear()
+            self._learned, self._fresh, self._outside = None, 0, 0
 
     @property
     def samples(self) -> int:
@@ -184,13 +278,18 @@ class EndpointProfile:
             if count < MIN_SAMPLES:
                 return None
             if self._learned is None or self._fresh > count // 64:
-                self._learned = _Learned(list(self._durations), list(self._executions))
+                running = [w.elapsed for w in list(self._waits) if w.elapsed > 0]
+                self._learned = _Learned(list(self._durations), list(self._executions), running)
                 self._fresh = 0
             return self._learned
 
     def schedule(self, poll: PollLike, *, stream: bool = False) -> JobSchedule:
         """A schedule for one wait (``stream``: reads of /stream, which only back off)."""
-        return JobSchedule(self, poll, stream=stream)
+        schedule = JobSchedule(self, poll, stream=stream)
+        if not stream:
+            with self._lock:
+                self._waits.add(schedule)
+        return schedule
 
 
 class JobSchedule:
@@ -206,11 +305,13 @@ class JobSchedule:
         self._stream = stream
         self._interval = self._initial  # the back-off's next pause
         self._overdue = False  # past every learned duration: backing off again
+        #: Seconds since submit at the last look (the job was still running then).
+        self.elapsed = 0.0
 
     def next_delay(self, elapsed: float, status: str | None) -> float:
         """Seconds to pause before the next plain /status look, ``elapsed`` seconds after
         submit (or after the wait began, for a resumed job), ``status`` the last one seen."""
-        elapsed = max(0.0, elapsed)
+        elapsed = self.elapsed = max(0.0, elapsed)
         learned = None if self._stream else self._profile.learned()
         if learned is not None:
             look = learned.next_look(elapsed)
@@ -220,6 +321,10 @@ class JobSchedule:
                 if status == "IN_QUEUE":  # not started: it cannot end before a run's length
                     look = max(look, elapsed + learned.exec_low)
                 return self._bounded(elapsed, look)
+            if learned.tail >= PACED_TAIL:
+                # Past every duration seen, but many jobs are still running past it (a burst
+                # whose long jobs have not ended yet): keep the pace of the lateness cap.
+                return min(self._cap, lateness_cap(elapsed))
             if not self._overdue:  # outlived every duration seen: back off from the start
                 self._overdue = True
                 self._interval = max(MIN_PAUSE, min(self._initial, 0.1 * elapsed))
