@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-AREAS = ["client", "local", "celery", "plugins", "batch", "workers", "embedded", "faults", "relay"]
+AREAS = ["client", "local", "celery", "plugins", "batch", "workers", "embedded", "faults", "relay", "waiting"]
 
 
 def main(argv: list[str]) -> int:
