@@ -1,7 +1,10 @@
-"""The asyncio batch engine: submit every input once, wait for each job, journal each result.
+"""The asyncio batch engine: every input runs through the one job lifecycle
+(:mod:`bridge.lifecycle`) with what a batch adds (:class:`BatchStages`): its store (resume a
+recorded job, record each job id), admission (a bounded number in flight, paced /run and
+/status), the tripwire, and a webhook waiter when one is given.
 
 One coroutine per job in flight (bounded by :class:`~bridge.batch.admission.Gate`), with
-submissions paced by :class:`~bridge.batch.admission.Pacer`. Each input is submitted with the
+requests paced by :class:`~bridge.batch.admission.Pacer`. Each input is submitted with the
 deterministic ``Idempotency-Key`` ``bridge-batch-{batch_id}-{nonce}-{index}-{attempt}``: a crash
 between the endpoint accepting a job and the journal recording its id is healed on resume,
 because the same key returns the same job instead of a second one. The nonce is drawn once
@@ -25,10 +28,15 @@ from bridge import errors
 from bridge.batch import store as st
 from bridge.batch.admission import Gate, Pacer, default_rate
 from bridge.batch.options import Options
-from bridge.batch.outcomes import error_dict, status_error
+from bridge.batch.outcomes import error_dict
 from bridge.batch.tripwire import Tripwire
-from bridge.batch.waiting import PollWaiter, Waiter
 from bridge.config import resolve_base_url
+from bridge.lifecycle.drive import AsyncDriver, Control
+from bridge.lifecycle.job import JobRequest, run_job
+from bridge.lifecycle.stages import Stages
+from bridge.lifecycle.steps import Cancelled, Delivered
+from bridge.transport import Reply
+from bridge.wire import parse_retry_after, terminal
 
 log = logging.getLogger("bridge.batch")
 
@@ -41,8 +49,9 @@ def idempotency_key(batch_id: str, index: int, attempt: int, nonce: str | None =
     return f"bridge-batch-{batch_id}-{index}-{attempt}"
 
 
-class _Stopped(Exception):
-    """The batch stopped on an endpoint-wide error while this input's job was in flight."""
+class _Stopped(BaseException):  # noqa: N818 (not an error: it passes through the lifecycle untouched)
+    """The batch stopped on an endpoint-wide error: this input stays pending (or in flight,
+    when its job was accepted) for a re-run with the cause fixed."""
 
 
 @dataclass
@@ -73,7 +82,7 @@ class Engine:
         store: st.Store,
         options: Options,
         *,
-        waiter: Waiter | None = None,
+        waiter: Any = None,
         endpoint_factory: Callable[[], Any] | None = None,
         on_finish: Callable[[int], None] | None = None,
         hooks: Any = None,
@@ -85,8 +94,8 @@ class Engine:
         self.options = options
         self.base_url = resolve_base_url(options.base_url)
         self.counters = Counters()
+        #: A webhook waiter (:class:`bridge.webhooks.waiter.WebhookWaiter`), or None to look.
         self._waiter = waiter
-        self._poller = PollWaiter(status_rate=default_rate("status", self.base_url))
         self._endpoint_factory = endpoint_factory
         self._on_finish = on_finish
         if hooks is None:
@@ -96,6 +105,11 @@ class Engine:
         self.hooks = hooks
         self.run_pacer = Pacer(default_rate("run", self.base_url, options.run_rate))
         self.cancel_pacer = Pacer(default_rate("cancel", self.base_url, options.cancel_rate))
+        self.status_pacer = Pacer(default_rate("status", self.base_url))
+        self._pacers = {"run": self.run_pacer, "cancel": self.cancel_pacer, "status": self.status_pacer,
+                        "status-sync": self.status_pacer}
+        #: The interruption handles of the jobs waiting now, by input index.
+        self.controls: dict[int, Control] = {}
         self.gate = Gate(options.concurrency, options.max_queue_depth)
         self.cancel_event = asyncio.Event()
         #: Set by a cancel and by the tripwire: admit nothing more, submit nothing more.
@@ -111,6 +125,8 @@ class Engine:
         """Stop admitting inputs and cancel every job in flight (call from the loop)."""
         self.cancel_event.set()
         self.halt.set()
+        for control in list(self.controls.values()):
+            control.interrupt(Cancelled("cancelled"))
 
     @property
     def stopped_by(self) -> errors.BridgeError | None:
@@ -139,13 +155,30 @@ class Engine:
     def _make_endpoint(self) -> Any:
         if self._endpoint_factory is not None:
             return self._endpoint_factory()
-        from bridge.client import RetryPolicy
+        import dataclasses
+
         from bridge.client.aio import AsyncioEndpoint
 
-        # The engine does its own retrying (429s feed the pacer), so each request is tried once.
-        return AsyncioEndpoint(
-            self.endpoint_id, api_key=self.options.api_key, base_url=self.base_url, retry=RetryPolicy.none()
-        )
+        ep = AsyncioEndpoint(self.endpoint_id, api_key=self.options.api_key, base_url=self.base_url)
+        ep.waits = ep.waits.replace(retry=dataclasses.replace(ep.waits.retry, attempts=self.options.submit_attempts))
+        return ep
+
+    async def _send(self, call: Any) -> Reply:
+        """One request, paced per route; a 429 holds every sender of the route for its
+        Retry-After. A refused /run is sent again (same Idempotency-Key) once the pacer
+        allows: 429s only mean "later", so they never use up an input's retries."""
+        pacer = self._pacers.get(call.route)
+        while True:
+            if pacer is not None:
+                await pacer.acquire()
+            reply: Reply = await self._ep.transport.send(call)
+            if reply.status != 429 or pacer is None:
+                return reply
+            retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+            pacer.penalize(retry_after if retry_after is not None else 1.0)
+            self.counters.throttled += 1
+            if call.route != "run":
+                return reply
 
     async def _produce(self) -> None:
         fresh = not self.store.counts()  # a new journal: skip the per-index look-ups
@@ -216,10 +249,13 @@ class Engine:
         try:
             await self._job(index, value, attempt, job_id, ctx)
         except _Stopped:
-            pass  # journalled as in flight: a re-run with the cause fixed resumes the job
+            pass  # journalled as pending or in flight: a re-run with the cause fixed goes on
+        except Cancelled:
+            if ctx.job_id:  # cancelled at the endpoint: run again on a re-run, with a fresh key
+                self.store.cancelled(index, ctx.attempt + 1, ctx.job_id)
+                self.counters.cancelled += 1
         except errors.BridgeError as exc:
             self._failed(index, ctx.attempt, ctx.job_id, error_dict(exc))
-            await self.hooks.anotify("failed", ctx, error=exc, delay_ms=None, execution_ms=None)
         except Exception as exc:  # a bug or a broken plugin must not hang the batch
             log.exception("input %d of batch %s failed unexpectedly", index, self.batch_id)
             self._failed(index, ctx.attempt, ctx.job_id, error_dict(exc))
@@ -230,54 +266,50 @@ class Engine:
                 self._on_finish(index)
 
     async def _job(self, index: int, value: Any, attempt: int, job_id: str | None, ctx: Any) -> None:
-        resumed = job_id is not None
-        ctx.attempt, ctx.job_id = attempt, job_id
-        if job_id is None:
-            payload = await self.hooks.atransform_input(ctx, value)  # JobRejected: a veto
-            hit, output = await self.hooks.alookup(ctx, payload)
-            if hit:  # e.g. a cache: nothing is submitted
-                await self._completed(index, attempt, None, output, ctx, {})
-                return
-            job_id = await self._submit(index, payload, attempt)
-            if job_id is None:  # cancelled before the endpoint accepted anything
-                return
-            ctx.job_id = job_id
-            self.store.submitted(index, attempt, job_id)
-            await self.hooks.anotify("submitted", ctx, input=None)
-        if self.cancel_event.is_set():
-            await self._cancel_remote(index, attempt, job_id)
-            return
-        try:
-            body = await self._wait_through_refusals(index, job_id)
-        except errors.NotFound:
-            if not resumed:
+        """Run input ``index`` through the lifecycle until it ends; refusals that may be the
+        whole endpoint's (401/403/404) are looked at again, the tripwire counting them."""
+        refusals = 0
+        while True:
+            ctx.attempt, ctx.job_id = attempt, job_id
+            control = Control()
+            stages = BatchStages(self, index, attempt, job_id, control)
+            request = JobRequest(value, policy=self.options.policy,
+                                 idempotency_key=idempotency_key(self.batch_id, index, attempt, self.nonce))
+            try:
+                output = await AsyncDriver(self._send, self.hooks, stages).run(
+                    run_job(self._ep, request, ctx), control)
+            except errors.NotFound as exc:
+                if job_id is None:
+                    if self._refused_again(exc, refusals := refusals + 1):
+                        raise
+                    await asyncio.sleep(min(5.0, 0.1 * 2**refusals))
+                    continue
+                # The job recorded before a restart is gone (expired, purged): run it again,
+                # with a fresh key since the old one may still map to the vanished job.
+                attempt, job_id = attempt + 1, None
+                continue
+            except errors.AuthenticationError as exc:
+                if self._refused_again(exc, refusals := refusals + 1):
+                    raise
+                await asyncio.sleep(min(5.0, 0.1 * 2**refusals))
+                job_id = ctx.job_id  # a refused look resumes its job; a refused /run submits again
+                continue
+            except errors.BridgeError as exc:
+                if self._trip(exc):
+                    raise _Stopped() from exc
                 raise
-            # The job recorded before a restart is gone (expired, purged): run it again,
-            # with a fresh key since the old one may still map to the vanished job.
-            await self._job(index, value, attempt + 1, None, ctx)
+            finally:
+                await stages.done()
+            self.store.finished(index, st.DONE, attempt, ctx.job_id, output)
+            self.counters.done += 1
             return
-        if body is None:
-            await self._cancel_remote(index, attempt, job_id)
-            return
-        status = str(body.get("status"))
-        if status == "COMPLETED":
-            await self._completed(index, attempt, job_id, body.get("output"), ctx, body)
-            return
-        error = status_error(status, body)
-        self._failed(index, attempt, job_id, error)
-        exc_type = {"FAILED": errors.JobFailed, "CANCELLED": errors.JobCancelled,
-                    "TIMED_OUT": errors.JobTimedOut}.get(status, errors.JobFailed)
-        await self.hooks.anotify("failed", ctx, error=exc_type(error["message"], job_id, self.endpoint_id, None,
-                                                               error.get("error")),
-                                 delay_ms=body.get("delayTime"), execution_ms=body.get("executionTime"))
 
-    async def _completed(self, index: int, attempt: int, job_id: str | None, output: Any, ctx: Any,
-                         body: dict[str, Any]) -> None:
-        output = await self.hooks.atransform_output(ctx, output)
-        self.store.finished(index, st.DONE, attempt, job_id, output)
-        self.counters.done += 1
-        await self.hooks.anotify("completed", ctx, output=output, delay_ms=body.get("delayTime"),
-                                 execution_ms=body.get("executionTime"))
+    def _refused_again(self, exc: errors.BridgeError, refusals: int) -> bool:
+        """After a 401/403/404: True to give up on this input (retries spent); raises
+        :class:`_Stopped` once the tripwire says the whole endpoint refuses."""
+        if self._trip(exc):
+            raise _Stopped() from exc
+        return refusals >= self.options.submit_attempts
 
     def _failed(self, index: int, attempt: int, job_id: str | None, error: dict[str, Any]) -> None:
         self.store.finished(index, st.FAILED, attempt, job_id, error)
@@ -292,97 +324,70 @@ class Engine:
             return True
         return False
 
-    async def _submit(self, index: int, value: Any, attempt: int) -> str | None:
-        """The accepted job's id; None when the batch halted before the endpoint accepted it
-        (nothing is recorded: the input stays pending for a re-run)."""
-        key = idempotency_key(self.batch_id, index, attempt, self.nonce)
-        failures = 0
-        maybe_sent = False  # a try may have created the job: finish it to learn the job id
-        webhook = await self._webhook_for(index)
-        while True:
-            if self.halt.is_set() and not maybe_sent:
-                return None
-            await self.run_pacer.acquire()
-            try:
-                job = await self._ep.run(
-                    value, webhook=webhook, policy=self.options.policy, idempotency_key=key
-                )
-            except errors.RateLimited as exc:
-                # Absorbed: pause every sender, then try again with the same key.
-                self.run_pacer.penalize(exc.retry_after if exc.retry_after is not None else 1.0)
-                self.counters.throttled += 1
-                continue
-            except (errors.AuthenticationError, errors.NotFound, errors.MalformedResponse,
-                    errors.TransportError, errors.ServerError) as exc:
-                if self._trip(exc):
-                    return None
-                if isinstance(exc, errors.MalformedResponse):
-                    raise
-                maybe_sent = maybe_sent or isinstance(exc, (errors.ServerError, errors.TransportError))
-                failures += 1
-                if failures >= self.options.submit_attempts:
-                    raise
-                # The same key makes the retry safe even if the endpoint did create the job.
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
-                continue
-            self.tripwire.accepted_job()
-            self.counters.submitted += 1
-            return str(job.job_id)
 
-    async def _webhook_for(self, index: int) -> str | None:
-        if self._waiter is None:
-            return None
-        return await self._waiter.webhook_for(self.batch_id, index)
 
-    async def _wait_through_refusals(self, index: int, job_id: str) -> dict[str, Any] | None:
-        """:meth:`_wait`, looking again after a 401/403: a key revoked mid-batch refuses every
-        job's status looks, which the tripwire counts; once it trips, :class:`_Stopped`."""
-        refusals = 0
-        while True:
-            try:
-                return await self._wait(index, job_id)
-            except errors.AuthenticationError as exc:
-                if self._trip(exc):
-                    raise _Stopped() from exc
-                refusals += 1
-                if refusals >= self.options.submit_attempts:
-                    raise
-                await asyncio.sleep(min(5.0, 0.1 * 2**refusals))
+class BatchStages(Stages):
+    """What one input's job adds to the lifecycle: the store, admission, the tripwire and
+    webhooks (see :mod:`bridge.lifecycle.stages`)."""
 
-    async def _wait(self, index: int, job_id: str) -> dict[str, Any] | None:
-        """The terminal status body, or None when the batch was cancelled first."""
-        waiter = self._waiter or self._poller
-        job = self._ep.job(job_id)
-        waiting = asyncio.ensure_future(
-            waiter.wait(job, self.batch_id, index, lambda: self.gate.started(index))
-        )
-        stop = asyncio.ensure_future(self.cancel_event.wait())
-        try:
-            await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if waiting.done():
-            return waiting.result()
-        waiting.cancel()
-        await asyncio.gather(waiting, return_exceptions=True)
+    def __init__(self, engine: Engine, index: int, attempt: int, resume: str | None, control: Control) -> None:
+        self.engine = engine
+        self.index = index
+        self.attempt = attempt
+        self.resume = resume
+        self.control = control
+        self.ref: str | None = None
+        self._delivery: asyncio.Task[None] | None = None
+
+    def claim(self, ctx: Any) -> str | None:
+        if self.resume:
+            return self.resume
+        if self.engine.halt.is_set():
+            raise _Stopped()  # nothing was sent: the input stays pending
         return None
 
-    async def _cancel_remote(self, index: int, attempt: int, job_id: str) -> None:
-        """Cancel one job at the endpoint and journal it for resubmission with a fresh key."""
-        for tries in range(1, 6):
-            await self.cancel_pacer.acquire()
-            try:
-                await self._ep.job(job_id).cancel()
-                break
-            except errors.RateLimited as exc:
-                self.cancel_pacer.penalize(exc.retry_after or 1.0)
-            except errors.NotFound:
-                break  # expired or already gone: nothing left to stop
-            except errors.BridgeError as exc:
-                log.warning("cancelling job %s failed (try %d): %s", job_id, tries, exc)
-                await asyncio.sleep(0.2 * tries)
-        self.store.cancelled(index, attempt + 1, job_id)
-        self.counters.cancelled += 1
+    async def webhook(self, ctx: Any, relay: str | None, excluded: bool) -> tuple[str | None, Any]:
+        waiter = self.engine._waiter
+        if waiter is None or excluded:
+            return relay, None
+        self.ref = waiter.ref(self.engine.batch_id, self.index)
+        url = await waiter.url_for(self.ref)
+        return url, (waiter.fallback_after, waiter.fallback_interval)
+
+    def record(self, ctx: Any, job_id: str) -> None:
+        engine = self.engine
+        engine.tripwire.accepted_job()
+        engine.counters.submitted += 1
+        engine.store.submitted(self.index, self.attempt, job_id)
+
+    def waiting(self, ctx: Any, job_id: str) -> None:
+        engine = self.engine
+        engine.controls[self.index] = self.control
+        if engine.cancel_event.is_set():
+            self.control.interrupt(Cancelled("cancelled"))
+        waiter = engine._waiter
+        if waiter is not None:
+            self.ref = self.ref or waiter.ref(engine.batch_id, self.index)
+            self._delivery = asyncio.ensure_future(self._delivered(waiter, self.ref))
+
+    async def _delivered(self, waiter: Any, ref: str) -> None:
+        body = await waiter.wait_for(ref, None)
+        if body is not None and terminal(body):
+            self.control.interrupt(Delivered(body))
+
+    async def on_event(self, name: str, ctx: Any, data: dict[str, Any]) -> None:
+        if name == "status_changed" and data.get("status") != "IN_QUEUE":
+            await self.engine.gate.started(self.index)  # left the endpoint's queue
+        elif name == "retried" and self.engine._trip(data["error"]):
+            raise _Stopped()
+
+    async def done(self) -> None:
+        self.engine.controls.pop(self.index, None)
+        if self._delivery is not None:
+            self._delivery.cancel()
+        waiter = self.engine._waiter
+        if waiter is not None and self.ref is not None:
+            await waiter.forget(self.ref)
 
 
 __all__ = ["Counters", "Engine", "Options", "error_dict", "idempotency_key"]

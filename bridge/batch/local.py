@@ -12,7 +12,6 @@ from bridge import errors
 from bridge.batch import store as st
 from bridge.batch.engine import Engine, Options
 from bridge.batch.handle import BatchHandle, Progress
-from bridge.batch.waiting import Waiter
 
 
 class LocalBatch(BatchHandle):
@@ -26,7 +25,7 @@ class LocalBatch(BatchHandle):
         store: st.Store,
         options: Options,
         *,
-        waiter: Waiter | None = None,
+        waiter: Any = None,
         owns_store: bool = True,
         total: int | None = None,
         hooks: Any = None,

@@ -11,28 +11,19 @@ from bridge import errors
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
-    """A JSON-safe description of why an input failed (what goes to the failures file)."""
+    """A JSON-safe description of why an input failed (what goes to the failures file); a
+    failed job's error text stays structured when the endpoint sent a JSON object (RunPod's
+    worker sends ``{"error_type", "error_message", ...}`` encoded as a string)."""
     body: dict[str, Any] = {"type": type(exc).__name__, "message": errors.scrub(str(exc))}
     remote = getattr(exc, "error", None)
+    if isinstance(remote, str) and remote.startswith("{"):
+        try:
+            remote = json.loads(remote)
+        except ValueError:
+            pass
     if remote is not None:
         body["error"] = remote if isinstance(remote, (dict, list)) else errors.scrub(str(remote))
     return body
 
 
-def status_error(status: str, body: dict[str, Any]) -> dict[str, Any]:
-    remote = body.get("error")
-    if isinstance(remote, str) and remote.startswith("{"):
-        try:
-            remote = json.loads(remote)  # RunPod's worker sends a JSON-encoded error object
-        except ValueError:
-            pass
-    return {
-        "type": {"FAILED": "JobFailed", "CANCELLED": "JobCancelled", "TIMED_OUT": "JobTimedOut"}.get(
-            status, "JobError"
-        ),
-        "message": f"the remote job ended {status}",
-        "error": remote if isinstance(remote, (dict, list)) or remote is None else errors.scrub(str(remote)),
-    }
-
-
-__all__ = ["error_dict", "status_error"]
+__all__ = ["error_dict"]

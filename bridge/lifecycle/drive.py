@@ -95,6 +95,7 @@ class SyncDriver:
             elif isinstance(step, Hook):
                 reply = _identity(step) if hooks is None else _hook_sync(hooks, step)
             elif isinstance(step, Event):
+                self.stages.on_event(step.name, step.ctx, step.data)
                 if hooks is not None:
                     hooks.notify(step.name, step.ctx, **step.data)
             elif isinstance(step, Stage):
@@ -167,6 +168,9 @@ class AsyncDriver:
                 reply = _identity(step) if hooks is None else await getattr(hooks, "a" + step.name)(
                     step.ctx, step.value)
             elif isinstance(step, Event):
+                seen = stages.on_event(step.name, step.ctx, step.data)
+                if seen is not None:
+                    await seen
                 if hooks is not None:
                     await hooks.anotify(step.name, step.ctx, **step.data)
             elif isinstance(step, Stage):

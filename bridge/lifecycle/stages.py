@@ -19,6 +19,8 @@ record          the endpoint accepted the job: record its id (before anything el
 waiting         the wait begins: interruptions (revoke, webhook, hand-off) apply from here
 streamed        a stream resumes: the chunks an earlier delivery already emitted
 may_cancel      before an automatic /cancel: False when one was already sent for the job
+on_event        every event the plan reports (``name, ctx, data``), before the plugins'
+                observers see it; may raise to stop the job (a batch's tripwire)
 ==============  =========================================================================
 """
 
@@ -53,6 +55,9 @@ class Stages:
 
     def may_cancel(self, job_id: str) -> Any:
         return True
+
+    def on_event(self, name: str, ctx: Any, data: dict[str, Any]) -> Any:
+        return None
 
 
 NO_STAGES = Stages()

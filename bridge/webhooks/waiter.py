@@ -17,12 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge import errors
-from bridge.batch.waiting import OnStarted
-from bridge.client._wire import scrub_value
 from bridge.redis_clients import athrough_outage
-from bridge.job_status import is_terminal
 from bridge.webhooks.receiver import inbox_key, registration_key
 from bridge.webhooks.secrets import receiver_key, webhook_url
+from bridge.wire import scrub_value
 
 log = logging.getLogger("bridge.webhooks")
 
@@ -32,8 +30,10 @@ KEY_RECHECK = 10.0
 
 
 class WebhookWaiter:
-    """A batch-engine waiter (see :class:`bridge.batch.waiting.Waiter`) that needs no status
-    requests while webhooks arrive."""
+    """Registers jobs with the webhook receiver and hands their verified deliveries over:
+    to :meth:`wait_for` (a batch's jobs: the lifecycle's wait ends with the body, looking only
+    every ``fallback_interval`` s after ``fallback_after`` s) or to :attr:`on_delivery` (the
+    gateway's), so a job needs no status requests while webhooks arrive."""
 
     def __init__(
         self,
@@ -57,7 +57,6 @@ class WebhookWaiter:
         self._key_at = 0.0
         self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._listener: asyncio.Task[None] | None = None
-        self.fallback_polls = 0
         self._lock = asyncio.Lock()
         #: Called with (ref, body) for deliveries nobody awaits with :meth:`wait_for` (the
         #: gateway's poller can end its watch of that task this way).
@@ -120,9 +119,6 @@ class WebhookWaiter:
         if self._redis is not None:
             await self._redis.delete(registration_key(ref))
 
-    async def webhook_for(self, batch_id: str, index: int) -> str | None:
-        return await self.url_for(self.ref(batch_id, index))
-
     async def _listen(self) -> None:
         from bridge.redis_clients import async_client
 
@@ -148,27 +144,6 @@ class WebhookWaiter:
                     self.on_delivery(message["ref"], body)
         finally:
             await blocking.aclose()
-
-    async def wait(self, job: Any, batch_id: str, index: int, on_started: OnStarted) -> dict[str, Any]:
-        ref = self.ref(batch_id, index)
-        try:
-            timeout = self.fallback_after
-            while True:
-                body = await self.wait_for(ref, timeout)
-                if body is not None and is_terminal(str(body.get("status"))):
-                    return body
-                # No webhook yet: one plain status look (slow polling, the fallback).
-                self.fallback_polls += 1
-                try:
-                    body = await job.fetch()
-                except (errors.RateLimited, errors.ServerError, errors.TransportError) as exc:
-                    log.info("fallback status look for %s failed: %s", ref, type(exc).__name__)
-                else:
-                    if is_terminal(str(body.get("status"))):
-                        return body
-                timeout = self.fallback_interval
-        finally:
-            await self.forget(ref)
 
     async def close(self) -> None:
         if self._listener is not None:

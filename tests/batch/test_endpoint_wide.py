@@ -385,12 +385,11 @@ def test_tripwire_needs_identical_refusals_with_no_accepted_job_between():
     assert isinstance(fresh.error, errors.TransportError) and WRONG_KEY not in str(fresh.error)
 
 
-def test_key_revoked_mid_batch_stops_it_and_leaves_accepted_jobs_to_resume(local_endpoint, tmp_path):
+def test_key_revoked_mid_batch_stops_it_and_leaves_accepted_jobs_to_resume(local_endpoint, tmp_path, monkeypatch):
     from bridge.batch import batch as run_batch
     from bridge.batch import open_journal
     from bridge.batch.local import LocalBatch
     from bridge.batch.options import Options
-    from bridge.batch.waiting import PollWaiter
     from bridge.errors import AuthenticationError
 
     async def three_seconds(job: dict[str, Any]) -> dict[str, Any]:
@@ -400,10 +399,12 @@ def test_key_revoked_mid_batch_stops_it_and_leaves_accepted_jobs_to_resume(local
     ep = local_endpoint(three_seconds, endpoint_id="ep", api_key=RIGHT_KEY)
     journal = str(tmp_path / "j.sqlite")
     store, batch_id = open_journal(journal, None, "ep")
-    # Short status looks, so the revoked key shows within the test's time.
+    # Short plain status looks, so the revoked key shows within the test's time.
+    for name, value in {"BRIDGE_LONG_POLL": "0", "BRIDGE_POLL_INTERVAL": "0.05",
+                        "BRIDGE_POLL_MAX_INTERVAL": "0.3", "BRIDGE_LEARN_WAITS": "0"}.items():
+        monkeypatch.setenv(name, value)
     handle = LocalBatch(batch_id, "ep", [{"x": i} for i in range(6)], store,
-                        Options(concurrency=6, api_key=RIGHT_KEY, base_url=ep.base_url), total=6,
-                        waiter=PollWaiter(long_poll=0.3, initial=0.05))
+                        Options(concurrency=6, api_key=RIGHT_KEY, base_url=ep.base_url), total=6)
     wait_until(lambda: ep.submissions() == 6, 30, "6 jobs submitted")
     ep.server.api_key = "rpa_SOMEOTHERKEY789"  # the key is revoked while the jobs run
     with pytest.raises(AuthenticationError, match="batch stopped"):
