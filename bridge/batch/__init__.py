@@ -76,6 +76,8 @@ def batch(
     base_url: str | None = None,
     hooks: Any = None,
     retry_failed: bool = False,
+    timeout: float | None = None,
+    stream: bool = False,
 ) -> BatchHandle:
     """Run ``endpoint_id`` over every input; returns a handle at once.
 
@@ -92,6 +94,9 @@ def batch(
       process (default: ``Hooks.from_settings()``; Celery mode runs the workers' own).
     - ``retry_failed``: when resuming, run again the inputs the endpoint FAILED (or TIMED_OUT);
       cancelled inputs and bridge-side errors are always run again, COMPLETED ones never.
+    - ``timeout``: seconds each job may take; past it the job is cancelled at the endpoint
+      and the input fails with :class:`bridge.errors.Timeout`.
+    - ``stream``: read each job's ``/stream``; an input's output is its list of chunks.
 
     Options are checked first (:class:`bridge.errors.ConfigurationError`: ``policy`` must be a
     dict). A wrong key, unknown endpoint or unreachable base URL stops the batch with that
@@ -105,6 +110,8 @@ def batch(
         api_key=api_key,
         base_url=base_url,
         retry_failed=retry_failed,
+        timeout=timeout,
+        stream=stream,
     ).validate()
     from bridge.batch.admission import Rate
 

@@ -71,13 +71,13 @@ def _known(store: Any, index: int, attempt: int) -> str | None:
     return None
 
 
-async def await_item(gateway: Any, spec: Any) -> dict[str, Any]:
+async def await_item(gateway: Any, spec: Any, stream: bool = False) -> dict[str, Any]:
     """Wait on one item's job on the gateway loop: what to record, as a dict (``state``,
     ``job_id``, ``output`` or ``error``). Raises ``HandedOff`` on a warm shutdown."""
     from bridge.gateway.core import Cancelled
 
     try:
-        output = await gateway.arun(spec)
+        output = await gateway.arun(spec, stream=stream)
     except Cancelled as exc:
         job_id = exc.job_id or (await gateway.journal.get(spec.task_id)).get("job_id")
         return {"state": st.CANCELLED, "job_id": job_id}
@@ -101,16 +101,17 @@ def record_item(store: Any, index: int, attempt: int, record: dict[str, Any]) ->
 
 
 def _item_spec(task_id: str, input: Any, endpoint_id: str, attempt: int, policy: dict[str, Any] | None,
-               base_url: str | None) -> Any:
+               base_url: str | None, timeout: float | None = None) -> Any:
     from bridge.gateway.core import JobSpec
 
     return JobSpec(task_id=task_id, endpoint_id=endpoint_id, input=input, policy=policy, base_url=base_url,
-                   attempt=attempt)
+                   attempt=attempt, timeout=timeout)
 
 
 def run_item(
     task_id: str, input: Any, endpoint_id: str, batch_id: str, index: int, attempt: int = 0,
     policy: dict[str, Any] | None = None, base_url: str | None = None, *, store: Any = None,
+    timeout: float | None = None, stream: bool = False,
 ) -> str:
     """Run one input through the gateway and record its outcome; returns the state recorded.
 
@@ -124,8 +125,8 @@ def run_item(
     if known is not None:
         return known
     gateway = get_gateway()
-    spec = _item_spec(task_id, input, endpoint_id, attempt, policy, base_url)
-    return record_item(store, index, attempt, gateway.call(await_item(gateway, spec)))
+    spec = _item_spec(task_id, input, endpoint_id, attempt, policy, base_url, timeout)
+    return record_item(store, index, attempt, gateway.call(await_item(gateway, spec, stream)))
 
 
 def plan_item(req: Any, a: dict[str, Any]) -> Any:
@@ -139,13 +140,15 @@ def plan_item(req: Any, a: dict[str, Any]) -> Any:
     if known is not None:
         return Outcome("result", known)
     gateway = get_gateway()
-    spec = _item_spec(req.id, a["input"], a["endpoint_id"], attempt, a.get("policy"), a.get("base_url"))
-    return run_outcome(await_item(gateway, spec))
+    spec = _item_spec(req.id, a["input"], a["endpoint_id"], attempt, a.get("policy"), a.get("base_url"),
+                      a.get("timeout"))
+    return run_outcome(await_item(gateway, spec, bool(a.get("stream"))))
 
 
 @shared_task(bind=True, base=BridgeTask, name="bridge.batch_item", ignore_result=True)
 def batch_item(self: Task, input: Any, endpoint_id: str, batch_id: str, index: int, *, attempt: int = 0,
-               policy: dict[str, Any] | None = None, base_url: str | None = None) -> str:
+               policy: dict[str, Any] | None = None, base_url: str | None = None,
+               timeout: float | None = None, stream: bool = False) -> str:
     """One batch input (results go to the batch's Redis hash, not the result backend)."""
     from bridge.gateway.core import HandedOff
     from bridge.held import outcome_for
@@ -156,7 +159,8 @@ def batch_item(self: Task, input: Any, endpoint_id: str, batch_id: str, index: i
             return record_item(_store(batch_id), index, attempt, outcome.value)
         return deliver(self, outcome)
     try:
-        return run_item(self.request.id, input, endpoint_id, batch_id, index, attempt, policy, base_url)
+        return run_item(self.request.id, input, endpoint_id, batch_id, index, attempt, policy, base_url,
+                        timeout=timeout, stream=stream)
     except HandedOff:
         raise Reject("worker shutting down; the remote job keeps running", requeue=True) from None
 

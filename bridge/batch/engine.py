@@ -274,7 +274,8 @@ class Engine:
             control = Control()
             stages = BatchStages(self, index, attempt, job_id, control)
             request = JobRequest(value, policy=self.options.policy,
-                                 idempotency_key=idempotency_key(self.batch_id, index, attempt, self.nonce))
+                                 idempotency_key=idempotency_key(self.batch_id, index, attempt, self.nonce),
+                                 timeout=self.options.timeout, cancel_on_timeout=True, stream=self.options.stream)
             try:
                 output = await AsyncDriver(self._send, self.hooks, stages).run(
                     run_job(self._ep, request, ctx), control)

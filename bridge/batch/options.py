@@ -31,6 +31,10 @@ class Options:
     base_url: str | None = None
     #: On a resume, run again the inputs the endpoint itself FAILED (or TIMED_OUT).
     retry_failed: bool = False
+    #: Seconds each job may take before bridge cancels it and records errors.Timeout.
+    timeout: float | None = None
+    #: Read each job's /stream: its output is the list of chunks (transformed by the plugins).
+    stream: bool = False
 
     def validate(self) -> Options:
         """Raise ConfigurationError for an option no input could run with; returns self."""

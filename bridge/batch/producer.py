@@ -169,9 +169,14 @@ class CeleryBatch(BatchHandle):
         return True
 
     def _publish(self, index: int, value: Any, attempt: int) -> None:
+        kwargs: dict[str, Any] = {"attempt": attempt, "policy": self.options.policy, "base_url": self.options.base_url}
+        if self.options.timeout is not None:  # only when set: workers of earlier versions take the rest
+            kwargs["timeout"] = self.options.timeout
+        if self.options.stream:
+            kwargs["stream"] = True
         self.app.send_task(
             "bridge.batch_item", args=[value, self.endpoint_id, self.batch_id, index],
-            kwargs={"attempt": attempt, "policy": self.options.policy, "base_url": self.options.base_url},
+            kwargs=kwargs,
             task_id=self.task_id(index, attempt), ignore_result=True,
             retry=True, retry_policy=_PUBLISH_RETRY,  # the broker restarting: publish once it is back
         )

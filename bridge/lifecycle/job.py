@@ -173,8 +173,9 @@ def _finish(job: JobState, body: dict[str, Any] | None, req: JobRequest, ctx: An
 
 
 def _ended_badly(ep: EndpointState, ctx: Any, exc: BaseException) -> Plan[None]:
-    """Cancel a revoked job's remote job, tell the observers how the job ended, and make the
-    error carry the job id."""
+    """Cancel a revoked job's remote job, tell the observers how the job ended (a cancelled
+    job to ``cancelled`` only: revoked, expired, cancelled at the endpoint, or timed out and
+    cancelled by us), and make the error carry the job id."""
     if isinstance(exc, Cancelled):
         if exc.job_id is None and ctx.job_id:
             exc.job_id = ctx.job_id
@@ -188,4 +189,9 @@ def _ended_badly(ep: EndpointState, ctx: Any, exc: BaseException) -> Plan[None]:
             exc.error = yield Hook("redact", ctx, exc.error)
         if exc.job_id is None and ctx.job_id:
             exc.job_id = ctx.job_id  # every error carries the job id once there is one
-        yield Event("failed", ctx, {"error": exc, "delay_ms": None, "execution_ms": None})
+        if isinstance(exc, errors.JobCancelled):
+            yield Event("cancelled", ctx, {"reason": "cancelled"})
+        elif getattr(exc, "cancelled_by_us", False):
+            yield Event("cancelled", ctx, {"reason": "timeout"})
+        else:
+            yield Event("failed", ctx, {"error": exc, "delay_ms": None, "execution_ms": None})

@@ -173,7 +173,9 @@ def _expire(job: JobState, clock: WaitClock, deadline: Deadline, ctx: Any) -> Pl
     note = (yield from cancel_quietly(job, ctx)) if deadline.cancel else ""
     if deadline.kind == "expired":
         raise Cancelled("expired", job.job_id, settled=True)
-    raise job._timeout(clock, note, last)
+    timeout = job._timeout(clock, note, last)
+    timeout.cancelled_by_us = deadline.cancel  # type: ignore[attr-defined]  # observers: cancelled, not failed
+    raise timeout
 
 
 def stream(job: JobState, clock: WaitClock, deadline: Deadline, ctx: Any = None,
