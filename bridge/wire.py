@@ -268,29 +268,23 @@ class Wire:
         policy: Mapping[str, Any] | None = None,
         s3_config: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        *,
+        wait: float | None = None,
     ) -> Call:
-        body = encode(request_body(input, webhook, policy, s3_config), RUN_LIMIT, "run", self.endpoint_id)
+        """``POST /run``; with ``wait`` (seconds) ``POST /runsync?wait=``, which the endpoint
+        may hold until the job ends (as ``status(wait=)`` asks ``/status-sync``)."""
+        route, limit = ("run", RUN_LIMIT) if wait is None else ("runsync", RUNSYNC_LIMIT)
+        body = encode(request_body(input, webhook, policy, s3_config), limit, route, self.endpoint_id)
         headers = {**self.headers, "Idempotency-Key": idempotency_key or new_idempotency_key()}
-        return Call("POST", f"{self.prefix}/run", "run", headers, body)
-
-    def runsync(
-        self,
-        input: Any,
-        wait: float,
-        webhook: str | None = None,
-        policy: Mapping[str, Any] | None = None,
-        s3_config: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> Call:
-        body = encode(
-            request_body(input, webhook, policy, s3_config), RUNSYNC_LIMIT, "runsync", self.endpoint_id
-        )
+        if wait is None:
+            return Call("POST", f"{self.prefix}/run", route, headers, body)
         wait_ms = int(min(RUNSYNC_WAIT_MAX_MS, max(RUNSYNC_WAIT_MIN_MS, wait * 1000)))
-        headers = {**self.headers, "Idempotency-Key": idempotency_key or new_idempotency_key()}
-        return Call(
-            "POST", f"{self.prefix}/runsync?wait={wait_ms}", "runsync", headers, body,
-            read_timeout=wait_ms / 1000 + HOLD_MARGIN,
-        )
+        return Call("POST", f"{self.prefix}/runsync?wait={wait_ms}", route, headers, body,
+                    read_timeout=wait_ms / 1000 + HOLD_MARGIN)
+
+    def runsync(self, input: Any, wait: float, *options: Any, **named: Any) -> Call:
+        """:meth:`run` with ``wait`` (the positional form callers already use)."""
+        return self.run(input, *options, wait=wait, **named)
 
     def status(self, job_id: str, wait: float | None = None) -> Call:
         if wait is None:
