@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from requests.structures import CaseInsensitiveDict
@@ -45,27 +45,21 @@ def reply(status: int, json_body: Any = None, headers: Mapping[str, str] | None 
 
 
 @dataclass(frozen=True)
-class SentCall:
-    """One call a stub received: the :class:`Call` and its JSON body, parsed."""
+class SentCall(Call):
+    """One call a stub received: the :class:`Call` itself (``method``, ``route``, ``url``,
+    ``headers``, ``job_id`` ...) plus ``json``, its body parsed."""
 
-    call: Call
-    json: Any
+    json: Any = None
 
-    @property
-    def method(self) -> str:
-        return self.call.method
-
-    @property
-    def route(self) -> str:
-        return self.call.route
+    @classmethod
+    def of(cls, call: Call) -> SentCall:
+        values = {f.name: getattr(call, f.name) for f in fields(Call)}
+        return cls(**values, json=json.loads(call.body) if call.body else None)
 
     @property
-    def url(self) -> str:
-        return self.call.url
-
-    @property
-    def job_id(self) -> str | None:
-        return self.call.job_id
+    def call(self) -> Call:
+        """The call as sent (this object is one)."""
+        return self
 
 
 class _Script:
@@ -84,7 +78,7 @@ class _Script:
 
     def answer(self, call: Call) -> Reply:
         with self._lock:
-            self.calls.append(SentCall(call, json.loads(call.body) if call.body else None))
+            self.calls.append(SentCall.of(call))
             entries = self._script.get(call.route)
             if entries is None:
                 raise AssertionError(
