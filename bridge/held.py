@@ -40,6 +40,7 @@ from celery.exceptions import TaskRevokedError
 from celery.worker.state import reserved_requests, task_ready
 
 from bridge.config import env_int
+from bridge.per_process import PerProcess
 
 log = logging.getLogger("bridge.worker")
 
@@ -89,7 +90,6 @@ class HeldJobs:
         # completion threads (forget, start parked jobs).
         self._lock = threading.RLock()
         self._parked_n = 0  # read by the consumer's thread (an int: no lock needed)
-        self.pid = os.getpid()
         # Completions run Celery's tracer, whose result store is a few blocking Redis round
         # trips: a few threads overlap them (the GIL is released while they wait).
         self._completers = ThreadPoolExecutor(COMPLETION_THREADS, thread_name_prefix="bridge-complete")
@@ -257,22 +257,17 @@ def _channel_open(req: Any) -> bool:
     return bool(getattr(channel, "is_open", True))
 
 
-_lock = threading.Lock()
-_jobs: HeldJobs | None = None
+_jobs: PerProcess[HeldJobs] = PerProcess(HeldJobs)
 
 
 def held_jobs() -> HeldJobs:
     """This process's :class:`HeldJobs` (made on first use, in the worker's main process)."""
-    global _jobs
-    with _lock:
-        if _jobs is None or _jobs.pid != os.getpid():
-            _jobs = HeldJobs()
-        return _jobs
+    return _jobs.get()
 
 
 def current() -> HeldJobs | None:
     """The process's held jobs if any were ever held (the worker step reads it)."""
-    return _jobs if _jobs is not None and _jobs.pid == os.getpid() else None
+    return _jobs.current()
 
 
 def outcome_for(task_id: str | None) -> Outcome | None:
