@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from bridge import errors
@@ -29,38 +30,33 @@ log = logging.getLogger("bridge.webhooks")
 KEY_RECHECK = 10.0
 
 
+@dataclass(eq=False, repr=False)  # identity, and no repr that could show the Redis URL's password
 class WebhookWaiter:
     """Registers jobs with the webhook receiver and hands their verified deliveries over:
     to :meth:`wait_for` (a batch's jobs: the lifecycle's wait ends with the body, looking only
     every ``fallback_interval`` s after ``fallback_after`` s) or to :attr:`on_delivery` (the
-    gateway's), so a job needs no status requests while webhooks arrive."""
+    gateway's), so a job needs no status requests while webhooks arrive.
 
-    def __init__(
-        self,
-        public_url: str,
-        redis_url: str,
-        *,
-        fallback_after: float = 60.0,
-        fallback_interval: float = 60.0,
-        relay: str | None = None,
-        ttl: int = 7 * 86400,
-    ) -> None:
-        self.public_url = public_url
-        self.redis_url = redis_url
-        self.fallback_after = fallback_after
-        self.fallback_interval = fallback_interval
-        self.relay = relay
-        self.ttl = ttl
-        self.inbox = uuid.uuid4().hex
-        self._redis: Any = None
-        self._key: bytes | None = None
-        self._key_at = 0.0
-        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._listener: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-        #: Called with (ref, body) for deliveries nobody awaits with :meth:`wait_for` (the
-        #: gateway's poller can end its watch of that task this way).
-        self.on_delivery: Callable[[str, dict[str, Any]], None] | None = None
+    ``WebhookWaiter(public_url, redis_url, *, fallback_after=60.0, fallback_interval=60.0,
+    relay=None, ttl=7 days)``."""
+
+    public_url: str
+    redis_url: str
+    _: KW_ONLY
+    fallback_after: float = 60.0
+    fallback_interval: float = 60.0
+    relay: str | None = None
+    ttl: int = 7 * 86400
+    #: Called with (ref, body) for deliveries nobody awaits with :meth:`wait_for` (the
+    #: gateway's poller can end its watch of that task this way).
+    on_delivery: Callable[[str, dict[str, Any]], None] | None = field(default=None, init=False)
+    inbox: str = field(default_factory=lambda: uuid.uuid4().hex, init=False)
+    _redis: Any = field(default=None, init=False)
+    _key: bytes | None = field(default=None, init=False)
+    _key_at: float = field(default=0.0, init=False)
+    _futures: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict, init=False)
+    _listener: asyncio.Task[None] | None = field(default=None, init=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def _ready(self) -> None:
         async with self._lock:
