@@ -252,35 +252,42 @@ def status_cmd(endpoint_id: str, job_id: str, wait: float | None, api_key: str |
         echo_json(endpoint.job(job_id).fetch(wait))
 
 
-@click.command("cancel")
-@endpoint_option
+def _one_request(name: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """A command that sends one request with the sync client and prints the answer as JSON.
+    The decorated function takes the endpoint and the command's own arguments (declared
+    with click decorators under this one) and returns the answer; its docstring is the help."""
+
+    def make(ask: Callable[..., Any]) -> click.Command:
+        @handle_errors
+        def command(endpoint_id: str, api_key: str | None, base_url: str | None, **args: Any) -> None:
+            with _endpoint(endpoint_id, api_key, base_url) as endpoint:
+                echo_json(ask(endpoint, **args))
+
+        # Parameters in the order a stack of decorators gives: -e, the command's own, the connection.
+        command = _connection_options(command)
+        command.__click_params__.extend(getattr(ask, "__click_params__", []))  # type: ignore[attr-defined]
+        return click.command(name, help=ask.__doc__)(endpoint_option(command))
+
+    return make
+
+
+@_one_request("cancel")
 @click.argument("job_id")
-@_connection_options
-@handle_errors
-def cancel_cmd(endpoint_id: str, job_id: str, api_key: str | None, base_url: str | None) -> None:
+def cancel_cmd(endpoint: Endpoint, job_id: str) -> Any:
     """Cancel a queued or running job."""
-    with _endpoint(endpoint_id, api_key, base_url) as endpoint:
-        echo_json(endpoint.job(job_id).cancel())
+    return endpoint.job(job_id).cancel()
 
 
-@click.command("health")
-@endpoint_option
-@_connection_options
-@handle_errors
-def health_cmd(endpoint_id: str, api_key: str | None, base_url: str | None) -> None:
+@_one_request("health")
+def health_cmd(endpoint: Endpoint) -> Any:
     """Print the endpoint's job and worker counts."""
-    with _endpoint(endpoint_id, api_key, base_url) as endpoint:
-        echo_json(endpoint.health())
+    return endpoint.health()
 
 
-@click.command("purge")
-@endpoint_option
-@_connection_options
-@handle_errors
-def purge_cmd(endpoint_id: str, api_key: str | None, base_url: str | None) -> None:
+@_one_request("purge")
+def purge_cmd(endpoint: Endpoint) -> Any:
     """Remove every queued job of the endpoint (running jobs keep running)."""
-    with _endpoint(endpoint_id, api_key, base_url) as endpoint:
-        echo_json(endpoint.purge_queue())
+    return endpoint.purge_queue()
 
 
 def register(group: click.Group) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.testing import wait_until
 
-from .conftest import KEY, Cli
+from .conftest import KEY, Cli, work
 
 
 def error_line(stderr: str) -> dict:  # type: ignore[type-arg]
@@ -183,3 +183,33 @@ def test_401_hint_shows_the_header_shape_and_never_the_key(cli: Cli) -> None:
     message = error_line(done.stderr)["message"]
     assert "Authorization: Bearer <key>" in message
     assert wrong not in done.stderr and KEY not in done.stderr
+
+
+# -- the one-request commands (cancel, health, purge) ------------------------------------------
+
+
+def test_health_purge_and_cancel_print_the_endpoints_answer_as_json(cli: Cli) -> None:
+    cli.local.add_endpoint("one", work, workers=1)  # one job runs, the next two queue
+    submit = ("run", "-e", "one", "--no-wait", '{"seconds": 60}')
+    running = json.loads(cli.run(*submit).stdout)["id"]
+    wait_until(lambda: cli.only_job("IN_PROGRESS", "one"), timeout=30)
+    queued = [json.loads(cli.run(*submit).stdout)["id"] for _ in range(2)]
+    health = cli.run("health", "-e", "one")
+    assert health.returncode == 0, health.stderr
+    assert json.loads(health.stdout)["jobs"] == {**cli.local.health("one")["jobs"], "inQueue": 2, "inProgress": 1}
+    purge = cli.run("purge", "-e", "one")
+    assert purge.returncode == 0, purge.stderr
+    assert json.loads(purge.stdout) == {"removed": 2, "status": "completed"}
+    assert not set(queued) & {jid for jid, status in cli.jobs("one").items() if status == "IN_QUEUE"}
+    cancel = cli.run("cancel", "-e", "one", running)
+    assert cancel.returncode == 0, cancel.stderr
+    assert json.loads(cancel.stdout)["status"] == "CANCELLED"
+    assert cli.jobs("one")[running] == "CANCELLED"
+
+
+def test_the_one_request_commands_list_the_endpoint_their_arguments_then_the_connection(cli: Cli) -> None:
+    for command, usage in (("cancel", "[OPTIONS] JOB_ID"), ("health", "[OPTIONS]"), ("purge", "[OPTIONS]")):
+        text = cli.run(command, "--help").stdout
+        assert f"Usage: bridge {command} {usage}\n" in text
+        options = [word for word in text.split() if word in ("--endpoint-id", "--base-url", "--api-key")]
+        assert options == ["--endpoint-id", "--base-url", "--api-key"], text
