@@ -249,14 +249,14 @@ def _on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
         client.close()
     except Exception:
         log.exception("bridge: could not flag the handoff for prefork children")
-    gateway = core._gateway
-    if gateway is not None and gateway.pid == os.getpid():
+    gateway = core.current_gateway()
+    if gateway is not None:
         gateway.handoff()
 
 
 def handoff_key(main_pid: int) -> str:
     """The flag a worker's main process sets on warm shutdown; its prefork children's
-    pollers read it (they cannot see the main process's signals)."""
+    gateways read it with the cancel keys (they cannot see the main process's signals)."""
     return keys.handoff(socket.gethostname(), main_pid)
 
 

@@ -38,6 +38,7 @@ from bridge.lifecycle.drive import AsyncDriver, Control
 from bridge.lifecycle.job import JobRequest, run_job
 from bridge.lifecycle.stages import Stages
 from bridge.lifecycle.steps import Cancelled, HandedOff, Plan
+from bridge.per_process import PerProcess
 from bridge.redis_clients import riding_async_client
 
 T = TypeVar("T")
@@ -304,34 +305,21 @@ class _OnceStages(Stages):
         return await self.journal.cancel_once(self.task_id)
 
 
-_lock = threading.Lock()
-_gateway: Gateway | None = None
+_gateways: PerProcess[Gateway] = PerProcess(Gateway)
 
 
 def get_gateway() -> Gateway:
     """This process's gateway (a fresh one after a fork: threads do not survive it)."""
-    global _gateway
-    with _lock:
-        if _gateway is None or _gateway.pid != os.getpid():
-            _gateway = Gateway()
-        return _gateway
+    return _gateways.get()
 
 
-def _after_fork_in_child() -> None:
-    """A forked child (a prefork pool process) starts with no gateway thread; the parent's
-    lock may have been held by one of the parent's other threads at the fork."""
-    global _lock, _gateway
-    _lock = threading.Lock()
-    _gateway = None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def current_gateway() -> Gateway | None:
+    """This process's gateway if one was made (nothing is made)."""
+    return _gateways.current()
 
 
 def reset_gateway() -> None:
     """Close and forget this process's gateway (tests, settings changes)."""
-    global _gateway
-    with _lock:
-        if _gateway is not None and _gateway.pid == os.getpid():
-            _gateway.close()
-        _gateway = None
+    gateway = _gateways.reset()
+    if gateway is not None:
+        gateway.close()
