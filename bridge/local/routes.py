@@ -11,6 +11,7 @@ the route itself. Error bodies are ``{"error": "..."}``; every answer is strict 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -65,30 +66,31 @@ class Routes:
 
     def install(self, app: web.Application) -> None:
         add = app.router.add_route
-        for method, path, op, fn in (
-            ("POST", "run", "run", self.run),
-            ("POST", "runsync", "runsync", self.runsync),
-            ("GET", "status/{job_id}", "status", self.status),
-            ("POST", "status/{job_id}", "status", self.status),
-            ("GET", "status-sync/{job_id}", "status-sync", self.status_sync),
-            ("POST", "status-sync/{job_id}", "status-sync", self.status_sync),
-            ("GET", "stream/{job_id}", "stream", self.stream),
-            ("POST", "stream/{job_id}", "stream", self.stream),
-            ("POST", "cancel/{job_id}", "cancel", self.cancel),
-            ("POST", "retry/{job_id}", "retry", self.retry),
-            ("POST", "purge-queue", "purge-queue", self.purge),
-            ("GET", "health", "health", self.health),
+        # RunPod's routes; the status and stream reads answer GET and POST alike.
+        for methods, path, fn in (
+            ("POST", "run", self.run),
+            ("POST", "runsync", self.runsync),
+            ("GET POST", "status/{job_id}", self.status),
+            ("GET POST", "status-sync/{job_id}", self.status_sync),
+            ("GET POST", "stream/{job_id}", self.stream),
+            ("POST", "cancel/{job_id}", self.cancel),
+            ("POST", "retry/{job_id}", self.retry),
+            ("POST", "purge-queue", self.purge),
+            ("GET", "health", self.health),
         ):
-            add(method, "/v2/{endpoint_id}/" + path, self._guard(op, fn))
-        for method, path, fn2 in (
-            ("GET", "/_bridge/stats", self.stats),
-            ("POST", "/_bridge/stats/reset", self.reset_stats),
-            ("GET", "/_bridge/jobs/{job_id}", self.job_state),
-            ("GET", "/_bridge/faults", self.faults),
-            ("POST", "/_bridge/faults", self.set_faults),
-            ("GET", "/_bridge/endpoints", self.endpoints),
-        ):
-            add(method, path, self._guard_test(fn2))
+            op = path.split("/", 1)[0]
+            for method in methods.split():
+                add(method, "/v2/{endpoint_id}/" + path, self._guard(op, fn))
+        test = self._guard_test  # bridge's own routes for tests and bench/
+        get = functools.partial(web.get, allow_head=False)  # as add_route("GET"): no HEAD
+        app.router.add_routes([
+            get("/_bridge/stats", test(self.stats)),
+            web.post("/_bridge/stats/reset", test(self.reset_stats)),
+            get("/_bridge/jobs/{job_id}", test(self.job_state)),
+            get("/_bridge/faults", test(self.faults)),
+            web.post("/_bridge/faults", test(self.set_faults)),
+            get("/_bridge/endpoints", test(self.endpoints)),
+        ])
 
     # -- the pipeline every request passes -----------------------------------------------
 
