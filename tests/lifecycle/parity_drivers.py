@@ -24,7 +24,6 @@ from celery import Celery
 from click.testing import CliRunner
 
 import bridge
-from bridge import errors
 from bridge.testing import LocalEndpoint, wait_until
 
 from .parity_proxy import ParityProxy, collapse
@@ -84,16 +83,12 @@ def run_celery(rig: Rig, s: Scenario) -> Outcome:
 
 
 def run_batch(rig: Rig, s: Scenario) -> Outcome:
-    """The in-process batch of one input. It has no per-job deadline, so a scenario's timeout
-    bounds the wait for the batch, which is then cancelled (what a caller would do)."""
+    """The in-process batch of one input, with the scenario's per-job deadline (the job is
+    cancelled at the endpoint past it) and stream reading; an input's outcome is its result."""
     try:
-        with bridge.batch([s.input], s.endpoint, concurrency=1, base_url=rig.proxy.base_url,
-                          api_key=API_KEY) as handle:
-            try:
-                (result,) = handle.results(timeout=s.timeout or GIVE_UP)
-            except errors.Timeout:
-                handle.cancel(timeout=GIVE_UP)
-                raise
+        with bridge.batch([s.input], s.endpoint, concurrency=1, base_url=rig.proxy.base_url, api_key=API_KEY,
+                          timeout=s.timeout, stream=s.stream) as handle:
+            (result,) = handle.results(timeout=GIVE_UP)
     except Exception as exc:
         return Outcome.of(exc)
     if result.ok:
@@ -128,7 +123,8 @@ def run_cli(rig: Rig, s: Scenario) -> Outcome:
 
 
 def run_sync_client(rig: Rig, s: Scenario) -> Outcome:
-    """``Endpoint(..., plugins=True)``: run, then output() or stream()."""
+    """``Endpoint(..., plugins=True)``: run(), then output() or stream(), the SDK's way to
+    run a job over /run as every other driver does (run_sync() sends /runsync instead)."""
     try:
         endpoint = bridge.Endpoint(s.endpoint, api_key=API_KEY, base_url=rig.proxy.base_url, plugins=True)
         with endpoint:
@@ -184,8 +180,7 @@ def observe(rig: Rig, s: Scenario, driver: str) -> Observation:
     return Observation(
         outcome=_normalised(outcome, jobs, rig.proxy.base_url),
         requests=tuple(collapse(rig.proxy.seen(s.endpoint))),
-        events=tuple(chunks_first([line for e in _events(rig.events_path, s.endpoint)
-                                   if (line := event_line(e)) is not None])),
+        events=tuple(chunks_first(event_lines(_events(rig.events_path, s.endpoint)))),
         remote=tuple(str(state.get("status")) for state in states),
         remote_inputs=tuple(state.get("input") for state in states),
     )
@@ -223,11 +218,33 @@ def _events(path: Path, endpoint: str) -> list[dict[str, Any]]:
     return [e for e in lines if e.pop("endpoint") == endpoint]
 
 
+def event_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The hook calls as the table writes them (:func:`event_line`), with a line of its own
+    wherever ``status_changed`` broke its rule: each call names a status other than the last
+    one seen, and ``previous`` is that last one (the first call's: None, or the IN_QUEUE
+    that /run answered)."""
+    out: list[str] = []
+    last: str | None = None
+    first = True
+    for e in records:
+        if e["hook"] == "status_changed":
+            allowed = (None, "IN_QUEUE") if first else (last,)
+            if e["previous"] not in allowed or e["status"] == e["previous"]:
+                seen = "nothing" if first else repr(last)
+                out.append(f"status_changed {e['previous']!r}->{e['status']!r} after {seen}: broken chain")
+            last, first = e["status"], False
+        line = event_line(e)
+        if line is not None:
+            out.append(line)
+    return out
+
+
 def event_line(e: dict[str, Any]) -> str | None:
     """One hook call as the table writes it: ``hook`` plus what matters of its arguments.
 
     Only a change to a terminal status is kept, without the status before it: whether a
-    driver saw IN_QUEUE or IN_PROGRESS on the way depends on when it happened to look."""
+    driver saw IN_QUEUE or IN_PROGRESS on the way depends on when it happened to look
+    (:func:`event_lines` checks the chain of them). ``submitted`` shows the input as sent."""
     hook = e["hook"]
     if hook == "status_changed":
         return f"status_changed ->{e['status']}" if e["status"] in TERMINAL else None
@@ -239,8 +256,8 @@ def event_line(e: dict[str, Any]) -> str | None:
         return f"{hook} {e['output']}"
     if hook == "transform_chunk":
         return f"transform_chunk {e['chunk']}"
-    if hook == "submitted" and e["input"] is None:
-        return "submitted (input=None)"
+    if hook == "submitted":
+        return f"submitted {e['input']}" + ("" if e["job"] else " (no job id yet)")
     return str(hook)
 
 

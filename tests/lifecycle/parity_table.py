@@ -3,7 +3,7 @@ the recording plugin plays, and what every driver must then show.
 
 Each scenario has an endpoint id of its own on one local endpoint server, so its requests,
 jobs and hook records are told apart by that id. ``expect`` is what the one lifecycle must do
-(issue #10): the outcome (output, or error class and a fragment of its message), the requests
+(issue #10): the outcome (output, or error class and a pattern its message matches), the requests
 the endpoint saw (``parity_proxy.collapse`` form), the hook calls the plugin saw
 (``parity_drivers.event_line`` form) and the final status of every remote job created.
 """
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lifecycle.parity_proxy import Fault
+from .parity_proxy import Fault
 
 # -- handlers (the local endpoint runs them; async so that cancel and timeouts stop them) ------
 
@@ -44,7 +44,7 @@ async def tokens(job: dict[str, Any]) -> AsyncIterator[Any]:
 class Expected:
     output: Any = None
     error: str | None = None  # the error class's name; None = completed with ``output``
-    message: str | None = None  # a fragment the (id-normalised) message contains
+    message: str | None = None  # a regular expression the (id-normalised) message matches (re.search)
     requests: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
     remote: tuple[str, ...] = ()  # final status of each remote job created, in order
@@ -73,99 +73,116 @@ LONG_POLL = "GET status-sync?wait=20s -> 200 (1+)"
 
 
 BEFORE = ("transform_input", "lookup")  # the hooks before anything is sent
+SHORT = {"seconds": 0.2}
+LONG = {"seconds": 5}
 
 
-def _done(output: Any, *waiting: str) -> tuple[str, ...]:
-    return (*BEFORE, "submitted", *waiting, "status_changed ->COMPLETED", f"transform_output {output}",
+def _sent(input: Any) -> str:
+    """``bridge_on_submitted`` with the input as sent (after the input transforms)."""
+    return f"submitted {input}"
+
+
+def _done(sent: Any, output: Any, *waiting: str) -> tuple[str, ...]:
+    return (*BEFORE, _sent(sent), *waiting, "status_changed ->COMPLETED", f"transform_output {output}",
             f"completed {output}")
 
 
-def _failed(status: str, error: str) -> tuple[str, ...]:
-    return (*BEFORE, "submitted", f"status_changed ->{status}", f"failed {error}")
+def _failed(sent: Any, status: str, error: str) -> tuple[str, ...]:
+    return (*BEFORE, _sent(sent), f"status_changed ->{status}", f"failed {error}")
 
 
-_ECHO = {"echo": {"seconds": 0.2}}
+_ECHO = {"echo": SHORT}
+_ADDED = {**SHORT, "added": "by the plugin"}
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
-        "completed", work, {"seconds": 0.2},
-        Expected(output=_ECHO, requests=(RUN, LONG_POLL), events=_done(_ECHO), remote=("COMPLETED",)),
+        "completed", work, SHORT,
+        Expected(output=_ECHO, requests=(RUN, LONG_POLL), events=_done(SHORT, _ECHO), remote=("COMPLETED",)),
     ),
     Scenario(
         "failed", fail, {},
-        Expected(error="JobFailed", message="the model ran out of memory", requests=(RUN, LONG_POLL),
-                 events=_failed("FAILED", "JobFailed"), remote=("FAILED",)),
+        Expected(error="JobFailed", message=r"^job FAILED: the model ran out of memory \[endpoint parity-failed, job <job>\]",
+                 requests=(RUN, LONG_POLL), events=_failed({}, "FAILED", "JobFailed"), remote=("FAILED",)),
     ),
     Scenario(
-        "timed_out", work, {"seconds": 5}, endpoint_options={"execution_timeout": 0.3},
-        expect=Expected(error="JobTimedOut", message="executionTimeout of 300 ms", requests=(RUN, LONG_POLL),
-                        events=_failed("TIMED_OUT", "JobTimedOut"), remote=("TIMED_OUT",)),
+        "timed_out", work, LONG, endpoint_options={"execution_timeout": 0.3},
+        expect=Expected(error="JobTimedOut", message=r"^job TIMED_OUT: job exceeded its executionTimeout of 300 ms ",
+                        requests=(RUN, LONG_POLL), events=_failed(LONG, "TIMED_OUT", "JobTimedOut"),
+                        remote=("TIMED_OUT",)),
     ),
     Scenario(
         # hookspecs: "a cancelled job is reported to bridge_on_cancelled only", not as failed.
-        "cancelled", work, {"seconds": 5}, cancel_externally=True,
-        expect=Expected(error="JobCancelled", message="job CANCELLED", requests=(RUN, LONG_POLL),
-                        events=(*BEFORE, "submitted", "status_changed ->CANCELLED", "cancelled"),
+        "cancelled", work, LONG, cancel_externally=True,
+        expect=Expected(error="JobCancelled", message=r"^job CANCELLED \[endpoint parity-cancelled, job <job>\]",
+                        requests=(RUN, LONG_POLL),
+                        events=(*BEFORE, _sent(LONG), "status_changed ->CANCELLED", "cancelled"),
                         remote=("CANCELLED",)),
     ),
     Scenario(
-        "rate_limited", work, {"seconds": 0.2},
+        # bridge_on_rate_limited and bridge_on_retried for the refused /run, then the same
+        # request again (the same Idempotency-Key: one remote job).
+        "rate_limited", work, SHORT,
         faults=(Fault(("run",), 1, 429, headers={"Retry-After": "1"}),),
         expect=Expected(output=_ECHO, requests=("POST run -> 429", RUN, LONG_POLL),
-                        events=(*BEFORE, "rate_limited run", "retried RateLimited", *_done(_ECHO)[2:]),
+                        events=(*BEFORE, "rate_limited run", "retried RateLimited", *_done(SHORT, _ECHO)[2:]),
                         remote=("COMPLETED",)),
     ),
     Scenario(
-        "server_errors", work, {"seconds": 0.2},
+        "server_errors", work, SHORT,
         faults=(Fault(("status", "status-sync"), 2, 503),),
         expect=Expected(output=_ECHO,
                         requests=(RUN, "GET status-sync?wait=20s -> 503 (1+)", LONG_POLL),
-                        events=_done(_ECHO, "retried ServerError", "retried ServerError"),
+                        events=_done(SHORT, _ECHO, "retried ServerError", "retried ServerError"),
                         remote=("COMPLETED",)),
     ),
     Scenario(
-        "malformed", work, {"seconds": 0.2},
+        "malformed", work, SHORT,
         faults=(Fault(("status", "status-sync"), 1, 200, b"<html>502 upstream oops</html>", "text/html"),),
         # Not a passing fault but a server that is not RunPod-compatible: no retry. The job,
         # left alone, completes.
-        expect=Expected(error="MalformedResponse", message="not a JSON object",
+        expect=Expected(error="MalformedResponse",
+                        message=r"^/status-sync answered HTTP 200 with a body that is not a JSON object: "
+                                r"'<html>502 upstream oops</html>' \[endpoint parity-malformed, job <job>\]",
                         requests=(RUN, LONG_POLL),
-                        events=(*BEFORE, "submitted", "failed MalformedResponse"), remote=("COMPLETED",)),
+                        events=(*BEFORE, _sent(SHORT), "failed MalformedResponse"), remote=("COMPLETED",)),
     ),
     Scenario(
-        "veto", work, {"seconds": 0.2}, plugin={"veto": True},
-        expect=Expected(error="JobRejected", message="plugin 'recorder': inputs to parity-veto are refused today",
+        # hookspecs: bridge_on_failed hears of "a veto (JobRejected)"; nothing is sent.
+        "veto", work, SHORT, plugin={"veto": True},
+        expect=Expected(error="JobRejected",
+                        message=r"^plugin 'recorder': inputs to parity-veto are refused today",
                         events=("transform_input", "failed JobRejected")),
     ),
     Scenario(
-        "input_transform", work, {"seconds": 0.2}, plugin={"transform": {"added": "by the plugin"}},
-        expect=Expected(
-            output={"echo": {"seconds": 0.2, "added": "by the plugin"}}, requests=(RUN, LONG_POLL),
-            events=_done({"echo": {"seconds": 0.2, "added": "by the plugin"}}),
-            remote=("COMPLETED",)),
+        "input_transform", work, SHORT, plugin={"transform": {"added": "by the plugin"}},
+        expect=Expected(output={"echo": _ADDED}, requests=(RUN, LONG_POLL),
+                        events=_done(_ADDED, {"echo": _ADDED}), remote=("COMPLETED",)),
     ),
     Scenario(
-        "cache_hit", work, {"seconds": 0.2}, plugin={"lookup": {"cached": "answer"}},
+        "cache_hit", work, SHORT, plugin={"lookup": {"cached": "answer"}},
         expect=Expected(output={"cached": "answer"},
                         events=(*BEFORE, "transform_output {'cached': 'answer'}",
                                 "completed {'cached': 'answer'}")),
     ),
     Scenario(
         # Held /stream reads (?wait=, as bridge.lifecycle reads a stream), chunks through
-        # bridge_transform_chunk, then completed with every chunk.
+        # bridge_transform_chunk, then completed with the list of chunks.
         "stream", tokens, {}, endpoint_options={"return_aggregate_stream": True}, stream=True,
         expect=Expected(output=["a", "b", "c"], requests=(RUN, "GET stream?wait=20s -> 200 (1+)"),
-                        events=(*BEFORE, "submitted", "transform_chunk a", "transform_chunk b",
+                        events=(*BEFORE, _sent({}), "transform_chunk a", "transform_chunk b",
                                 "transform_chunk c", "status_changed ->COMPLETED", "completed ['a', 'b', 'c']"),
                         remote=("COMPLETED",)),
     ),
     Scenario(
         # Under a second left, plain /status looks (bridge.lifecycle's WaitClock: RunPod's
-        # wait= floor is 1 s); a timeout with cancel is reported as cancelled (hookspecs).
-        "deadline", work, {"seconds": 5}, timeout=0.6,
-        expect=Expected(error="Timeout", message="was cancelled",
+        # wait= floor is 1 s); a timeout with cancel is reported as cancelled only (hookspecs),
+        # in the wire's words.
+        "deadline", work, LONG, timeout=0.6,
+        expect=Expected(error="Timeout",
+                        message=r"^job not finished after 0\.6 s \(last status (IN_QUEUE|IN_PROGRESS)\); "
+                                r"the job was cancelled \[endpoint parity-deadline, job <job>\]",
                         requests=(RUN, "GET status -> 200 (1+)", "POST cancel -> 200"),
-                        events=(*BEFORE, "submitted", "cancelled"),
+                        events=(*BEFORE, _sent(LONG), "cancelled"),
                         remote=("CANCELLED",)),
     ),
 )
