@@ -91,11 +91,16 @@ class Side:
     wall: float = 0.0
     looks_per_job: float = 0.0
     lateness: list[float] = field(default_factory=list)  # seconds, per job
+    submits: list[float] = field(default_factory=list)  # seconds /run took, per job
     failed: int = 0
 
     def late(self, q: float) -> float:
-        late = sorted(self.lateness)
-        return late[min(len(late) - 1, round(q * (len(late) - 1)))] if late else float("nan")
+        return _quantile(self.lateness, q)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 async def run_side(name: str, durations: list[float], at_once: int, make_job: Any, endpoint: Any,
@@ -108,7 +113,7 @@ async def run_side(name: str, durations: list[float], at_once: int, make_job: An
     async def one(i: int, seconds: float) -> None:
         async with gate:
             try:
-                output = await make_job({"seconds": seconds, "i": i})
+                output = await make_job({"seconds": seconds, "i": i}, side.submits)
                 side.lateness.append(time.time() - float(output["ended"]))
             except Exception as exc:  # counted, and the first shown
                 side.failed += 1
@@ -127,8 +132,11 @@ async def bridge_side(phases: list[tuple[list[float], int]], endpoint: Any, endp
     import bridge
 
     async with bridge.AsyncioEndpoint(endpoint_id, api_key="bench", base_url=endpoint.base_url) as ep:
-        async def job(inp: dict[str, Any]) -> Any:
-            return await (await ep.run(inp)).output(timeout=600)
+        async def job(inp: dict[str, Any], submits: list[float]) -> Any:
+            sent = time.perf_counter()
+            handle = await ep.run(inp)
+            submits.append(time.perf_counter() - sent)
+            return await handle.output(timeout=600)
 
         return [await run_side("bridge", durations, at_once, job, endpoint, endpoint_id)
                 for durations, at_once in phases]
@@ -143,8 +151,11 @@ async def sdk_side(phases: list[tuple[list[float], int]], endpoint: Any, endpoin
     async with aiohttp.ClientSession(connector=connector) as session:
         ep = runpod.AsyncioEndpoint(endpoint_id, session, api_key="bench")
 
-        async def job(inp: dict[str, Any]) -> Any:
-            return await (await ep.run(inp)).output(timeout=600)
+        async def job(inp: dict[str, Any], submits: list[float]) -> Any:
+            sent = time.perf_counter()
+            handle = await ep.run(inp)
+            submits.append(time.perf_counter() - sent)
+            return await handle.output(timeout=600)
 
         return [await run_side("SDK", durations, at_once, job, endpoint, endpoint_id)
                 for durations, at_once in phases]
@@ -169,6 +180,7 @@ def compare(title: str, make: Any, n: int, at_once: int, endpoint: Any, prefix: 
         for side in (a, b):
             lines.append(f"    {side.name:<7} status requests/job {side.looks_per_job:6.2f}   lateness p50 "
                          f"{side.late(0.5) * 1000:6.0f} ms  p90 {side.late(0.9) * 1000:6.0f} ms   wall {side.wall:6.1f} s"
+                         f"   /run p50 {_quantile(side.submits, 0.5) * 1000:4.0f} ms"
                          + (f"  FAILED {side.failed}" if side.failed else ""))
         lines.append(f"    ratio bridge/SDK: requests/job {_ratio(a.looks_per_job, b.looks_per_job)}, lateness p50 "
                      f"{_ratio(a.late(0.5), b.late(0.5))}, p90 {_ratio(a.late(0.9), b.late(0.9))}, "
