@@ -131,7 +131,9 @@ def table(areas: list[str], out: Path, threshold: float) -> tuple[list[str], lis
     for area in areas:
         sides = values.get(area, {})
         names = list(dict.fromkeys([*sides.get("before", {}), *sides.get("after", {})]))
-        if not names:
+        if not names and not any(out.glob(f"{area}.before.*.txt")):
+            rows.append((area, "(an area the old tree does not have)", "", "", "", "new"))
+        elif not names:
             rows.append((area, "(no figures: see the raw outputs)", "", "", "", "MISSING"))  # a run failed
             flagged += 1
         for name in names:
@@ -195,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         for area in areas:
             for rep in range(args.repeat):
                 for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
+                    if not (trees[side] / "bench" / f"{area}.py").is_file():
+                        print(f"{area:<9} {side:<6} not in this tree: nothing to compare", flush=True)
+                        continue
                     line_load = load()
                     code, seconds = run_area(trees[side], area, flags, out / f"{area}.{side}.{rep}.txt",
                                              args.timeout)

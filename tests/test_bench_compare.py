@@ -133,11 +133,13 @@ print((tree / "client.txt").read_text())
 '''
 
 
-def make_tree(root: Path, table: str, plugins_dir: str) -> Path:
+def make_tree(root: Path, table: str, plugins_dir: str, areas: tuple[str, ...] = ("client",)) -> Path:
     for package in ("bridge", plugins_dir, "bench"):
         (root / package).mkdir(parents=True)
         (root / package / "__init__.py").write_text("")
     (root / "bench" / "__main__.py").write_text(MAIN)
+    for area in areas:
+        (root / "bench" / f"{area}.py").write_text("")
     (root / "client.txt").write_text(table)
     return root
 
@@ -149,10 +151,10 @@ def test_compare_runs_each_tree_on_its_own_code_and_flags_what_got_worse(tmp_pat
     before = make_tree(tmp_path / "old", CLIENT.format(wall="0.10", sdk="0.08", status="2.00"), "plugins")
     extra = "2s         bridge asyncio      2.04     49.1     2.00       1.00           1.6      3.1\n"
     after = make_tree(tmp_path / "new", CLIENT.format(wall="0.15", sdk="0.16", status="1.00") + extra,
-                      "bridge_plugins")
+                      "bridge_plugins", areas=("client", "local"))  # local: an area only the new tree has
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "bench.compare", "client", "--before", str(before), "--after", str(after),
-               "--out", str(out)]
+    command = [sys.executable, "-m", "bench.compare", "client", "local", "--before", str(before),
+               "--after", str(after), "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr  # something was flagged
 
@@ -172,8 +174,10 @@ def test_compare_runs_each_tree_on_its_own_code_and_flags_what_got_worse(tmp_pat
     assert rows["zero-work runpod SDK asyncio: wall s"]["flag"] == "control"
     assert rows["2s bridge asyncio: wall s"]["flag"] == "new"  # only after: not a regression
     assert "zero-work bridge asyncio: wall s" in done.stdout and "1.500" in done.stdout
+    assert "local     before not in this tree" in done.stdout and not list(out.glob("local.before.*"))
+    assert "(an area the old tree does not have)" in done.stdout
 
-    again = subprocess.run([sys.executable, "-m", "bench.compare", "client", "--parse", str(out)], cwd=ROOT,
+    again = subprocess.run([sys.executable, "-m", "bench.compare", "client", "local", "--parse", str(out)], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
     assert "zero-work bridge asyncio: wall s" in again.stdout
     assert again.stdout.strip() in done.stdout  # the same table, without running
