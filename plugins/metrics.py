@@ -14,7 +14,7 @@ name                                labels              what
 ``bridge_retries_total``            endpoint            retries (requests or the task)
 ``bridge_cancels_total``            endpoint            cancelled jobs
 ``bridge_cache_hits_total``         endpoint            jobs answered by ``bridge_lookup``
-``bridge_rate_limited_total``       endpoint, route     429s and budget waits
+``bridge_rate_limited_total``       endpoint, route     429 answers bridge retried
 ==================================  ==================  =====================================
 
 Options: ``enabled`` (turn on without a port), ``port`` (serve ``/metrics`` on

@@ -110,6 +110,8 @@ class Engine:
                         "status-sync": self.status_pacer}
         #: The interruption handles of the jobs waiting now, by input index.
         self.controls: dict[int, Control] = {}
+        #: Requests (by id) a 429 already went back to the lifecycle for.
+        self._refused: set[int] = set()
         self.gate = Gate(options.concurrency, options.max_queue_depth)
         self.cancel_event = asyncio.Event()
         #: Set by a cancel and by the tripwire: admit nothing more, submit nothing more.
@@ -165,19 +167,23 @@ class Engine:
 
     async def _send(self, call: Any) -> Reply:
         """One request, paced per route; a 429 holds every sender of the route for its
-        Retry-After. A refused /run is sent again (same Idempotency-Key) once the pacer
-        allows: 429s only mean "later", so they never use up an input's retries."""
+        Retry-After. The first 429 to a /run goes back to the lifecycle (which retries it
+        and tells the observers, as for any caller); later ones to the same request are sent
+        again here once the pacer allows: 429s only mean "later", so a batch queued behind
+        a limited endpoint does not spend its inputs' retries on them."""
         pacer = self._pacers.get(call.route)
         while True:
             if pacer is not None:
                 await pacer.acquire()
             reply: Reply = await self._ep.transport.send(call)
             if reply.status != 429 or pacer is None:
+                self._refused.discard(id(call))
                 return reply
             retry_after = parse_retry_after(reply.headers.get("Retry-After"))
             pacer.penalize(retry_after if retry_after is not None else 1.0)
             self.counters.throttled += 1
-            if call.route != "run":
+            if call.route != "run" or id(call) not in self._refused:
+                self._refused.add(id(call))
                 return reply
 
     async def _produce(self) -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bridge import errors
 from bridge.client._base import EndpointBase, JobBase
 from bridge.lifecycle import job as lifecycle
 from bridge.lifecycle import plans
-from bridge.lifecycle.clocks import WaitClock
-from bridge.lifecycle.plans import Deadline
 from bridge.lifecycle.steps import Plan
 
 fetch = plans.fetch
@@ -56,13 +55,11 @@ def output(job: JobBase, timeout: float | None, cancel_on_timeout: bool) -> Plan
 def stream(job: JobBase, timeout: float | None, batches: bool = False) -> Plan[None]:
     """Emit chunk outputs until the job ends: quietly on COMPLETED and CANCELLED, with the
     typed error after the last chunk on FAILED and TIMED_OUT."""
-    ep = job._endpoint_base
-    assert isinstance(ep, EndpointBase)
-    clock = WaitClock(timeout, ep.waits.poll, stream=True)
-    ctx = job._context() if ep.hooks.enabled else None
-    body = yield from plans.stream(job, clock, Deadline(clock.deadline), ctx, batches)
-    if body.get("status") in ("FAILED", "TIMED_OUT"):
-        job._outcome(body)
+    req = lifecycle.JobRequest(None, timeout=timeout, stream=True, stream_batches=batches)
+    try:
+        yield from lifecycle.finish(job, req, job._context())
+    except errors.JobCancelled:
+        return
 
 
 def retry(job: JobBase) -> Plan[dict[str, Any]]:

@@ -10,9 +10,9 @@ Only ids, statuses, error class names and redacted meta are stored here: never i
 
 Nothing deletes entries: each expires in Redis ``ttl`` seconds (``BRIDGE_JOURNAL_TTL``,
 default 7 days) after the delivery that claimed it (the claim script's EXPIRE); saving meta
-sets that expiry again. The other writes (record, finish, cancel_once) set none: they keep
-the claim's expiry, but on an entry no delivery claimed (a task revoked before its first
-claim, then finished as REVOKED) they create a key that never expires.
+and finishing set that expiry again (so an entry no delivery claimed, a task revoked before
+its first claim and finished as REVOKED, expires too). record and cancel_once set none:
+they keep the claim's expiry.
 """
 
 from __future__ import annotations
@@ -158,7 +158,10 @@ class Journal:
         mapping = {"state": state, "finished_at": f"{time.time():.3f}"}
         if error:
             mapping["error"] = error
-        await self.batch.call(lambda pipe: pipe.hset(keys.journal(task_id), mapping=mapping))
+        key, ttl = keys.journal(task_id), self.ttl
+        await self.batch.call(lambda pipe: pipe.hset(key, mapping=mapping))
+        # Also a task revoked before any delivery claimed it, whose entry had no expiry yet.
+        await self.batch.call(lambda pipe: pipe.expire(key, ttl))
 
     async def save_meta(self, task_id: str, meta_json: str) -> None:
         """The job's redacted ``ctx.meta`` (also for tasks that never submitted: a cache hit)."""

@@ -76,13 +76,14 @@ class SyncDriver:
     def steps(self, plan: Plan[T]) -> Iterator[Any]:
         """Run ``plan``, yielding what it emits; the generator's return value is the plan's."""
         reply: Any = None
+        throw: BaseException | None = None
         hooks = self.hooks if self.hooks is not None and self.hooks.enabled else None
         while True:
             try:
-                step = plan.send(reply)
+                step = plan.throw(throw) if throw is not None else plan.send(reply)
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
-            reply = None
+            reply = throw = None
             if isinstance(step, Attempt):
                 try:
                     reply = self.send(step.call)
@@ -92,14 +93,22 @@ class SyncDriver:
                 time.sleep(step.seconds)
             elif isinstance(step, Emit):
                 yield step.value
-            elif isinstance(step, Hook):
-                reply = _identity(step) if hooks is None else _hook_sync(hooks, step)
-            elif isinstance(step, Event):
-                self.stages.on_event(step.name, step.ctx, step.data)
-                if hooks is not None:
-                    hooks.notify(step.name, step.ctx, **step.data)
-            elif isinstance(step, Stage):
-                reply = getattr(self.stages, step.name)(*step.args)
+            else:
+                try:
+                    reply = self._local(step, hooks)
+                except BaseException as exc:  # a veto, a stage's refusal: the plan ends it
+                    throw = exc
+
+    def _local(self, step: Any, hooks: Any) -> Any:
+        """A hook, an event or a stage, answered in this thread."""
+        if isinstance(step, Hook):
+            return _identity(step) if hooks is None else _hook_sync(hooks, step)
+        if isinstance(step, Event):
+            self.stages.on_event(step.name, step.ctx, step.data)
+            if hooks is not None:
+                hooks.notify(step.name, step.ctx, **step.data)
+            return None
+        return getattr(self.stages, step.name)(*step.args)
 
     def run(self, plan: Plan[T]) -> T:
         steps = self.steps(plan)
@@ -131,7 +140,6 @@ class AsyncDriver:
         reply: Any = None
         throw: BaseException | None = None
         hooks = self.hooks if self.hooks is not None and self.hooks.enabled else None
-        stages = self.stages
         if control is not None:
             control.task = asyncio.current_task()
         while True:
@@ -164,25 +172,36 @@ class AsyncDriver:
                 finally:
                     if control is not None:
                         control.busy = False
-            elif isinstance(step, Hook):
-                reply = _identity(step) if hooks is None else await getattr(hooks, "a" + step.name)(
-                    step.ctx, step.value)
-            elif isinstance(step, Event):
-                seen = stages.on_event(step.name, step.ctx, step.data)
-                if seen is not None:
-                    await seen
-                if hooks is not None:
-                    await hooks.anotify(step.name, step.ctx, **step.data)
-            elif isinstance(step, Stage):
-                if step.name == "waiting" and control is not None:
+            elif isinstance(step, Emit):
+                if emit is not None:
+                    result = emit(step.value)
+                    if inspect.isawaitable(result):
+                        await result
+            else:
+                if control is not None and isinstance(step, Stage) and step.name == "waiting":
                     control.armed = True
-                reply = getattr(stages, step.name)(*step.args)
-                if inspect.isawaitable(reply):
-                    reply = await reply
-            elif isinstance(step, Emit) and emit is not None:
-                result = emit(step.value)
-                if inspect.isawaitable(result):
-                    await result
+                try:
+                    reply = await self._local(step, hooks)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # a veto, a stage's refusal: the plan ends it
+                    throw = exc
+
+    async def _local(self, step: Any, hooks: Any) -> Any:
+        """A hook, an event or a stage, answered on this loop."""
+        if isinstance(step, Hook):
+            if hooks is None:
+                return _identity(step)
+            return await getattr(hooks, "a" + step.name)(step.ctx, step.value)
+        if isinstance(step, Event):
+            seen = self.stages.on_event(step.name, step.ctx, step.data)
+            if seen is not None:
+                await seen
+            if hooks is not None:
+                await hooks.anotify(step.name, step.ctx, **step.data)
+            return None
+        reply = getattr(self.stages, step.name)(*step.args)
+        return (await reply) if inspect.isawaitable(reply) else reply
 
     async def emitted(self, plan: Plan[Any]) -> AsyncIterator[Any]:
         """Run ``plan``, yielding what it emits (an async client's stream)."""

@@ -80,6 +80,8 @@ class JobState:
         self.seen_status: str | None = self.last_status
         #: When the job was submitted (or first looked at), monotonic: the schedule's origin.
         self.since = time.monotonic()
+        #: A plugin's lookup answered: nothing was sent, the job is COMPLETED here only.
+        self.from_lookup = False
 
     @property
     def id(self) -> str:

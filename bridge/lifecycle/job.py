@@ -19,6 +19,7 @@ driver holds. Hooks and events fire at the same points for every caller.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,8 @@ class JobRequest:
     cancel_on_timeout: bool = False
     #: Drain /stream, emitting transformed chunks; the result is the list of them.
     stream: bool = False
+    #: Emit each read's chunks as one list (True) or one by one.
+    stream_batches: bool = True
     #: Submit through /runsync, asking the endpoint to hold the answer this many seconds.
     runsync: float | None = None
 
@@ -78,19 +81,30 @@ def run_job(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[Any]:
             return (yield from _cached(ctx, req, cached))
         job, body, fallback = yield from _submit(ep, req, ctx, payload, clock)
         return (yield from _finish(job, body, req, ctx, clock, deadline, fallback))
+    except GeneratorExit:
+        raise  # the plan was dropped (its driver gave up): nothing to report
     except BaseException as exc:
         yield from _ended_badly(ep, ctx, exc)
         raise
 
 
 def start(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[JobState]:
-    """Half a job, for ``Endpoint.run``: transform, submit, record; the job to wait on later
-    (no lookup: a cache hit has no job to hand back)."""
+    """Half a job, for ``Endpoint.run``: transform, lookup, submit, record; the job to wait
+    on later. A lookup hit sends nothing and returns a job that is already COMPLETED with
+    the found output (its id starts with ``lookup-``; :func:`finish` transforms the output)."""
     clock, _ = _clock(ep, req)
     try:
         payload = yield Hook("transform_input", ctx, req.input)
+        hit, cached = yield Hook("lookup", ctx, payload)
+        if hit:
+            job = ep._new_job(f"lookup-{uuid.uuid4().hex[:16]}")
+            job._remember({"id": job.job_id, "status": "COMPLETED", "output": cached})
+            job.from_lookup = True
+            return job
         job, _body, _fallback = yield from _submit(ep, req, ctx, payload, clock)
         return job
+    except GeneratorExit:
+        raise  # the plan was dropped (its driver gave up): nothing to report
     except BaseException as exc:
         yield from _ended_badly(ep, ctx, exc)
         raise
@@ -101,7 +115,12 @@ def finish(job: JobState, req: JobRequest, ctx: Any) -> Plan[Any]:
     ep = job._endpoint_base
     clock, deadline = _clock(ep, req)
     try:
-        return (yield from _finish(job, job._final(), req, ctx, clock, deadline, None))
+        final = job._final()
+        if job.from_lookup and final is not None:
+            return (yield from _cached(ctx, req, final.get("output")))
+        return (yield from _finish(job, final, req, ctx, clock, deadline, None))
+    except GeneratorExit:
+        raise  # the plan was dropped (its driver gave up): nothing to report
     except BaseException as exc:
         yield from _ended_badly(ep, ctx, exc)
         raise
@@ -112,8 +131,10 @@ def _cached(ctx: Any, req: JobRequest, output: Any) -> Plan[Any]:
         chunks = list(output) if isinstance(output, list) else [output]
         for i, chunk in enumerate(chunks):
             chunks[i] = yield Hook("transform_chunk", ctx, chunk)
-        if chunks:
+        if chunks and req.stream_batches:
             yield Emit(chunks)
+        for chunk in chunks if not req.stream_batches else ():
+            yield Emit(chunk)
         output = chunks
     else:
         output = yield Hook("transform_output", ctx, output)
@@ -151,6 +172,7 @@ def _submit(ep: EndpointState, req: JobRequest, ctx: Any, payload: Any,
     # lacks the output, so only /runsync's terminal answer is kept.
     if not terminal(body) or req.runsync is not None:
         job._remember(body)
+        job.seen_status = None  # the submit's answer is not a look: the first look reports its status
     return job, (body if job._last is not None else None), fallback
 
 
@@ -159,7 +181,7 @@ def _finish(job: JobState, body: dict[str, Any] | None, req: JobRequest, ctx: An
     yield Stage("waiting", (ctx, job.job_id))
     if req.stream:
         chunks: list[Any] = list((yield Stage("streamed", (ctx,))) or ())
-        body = yield from plans.stream(job, clock, deadline, ctx, batches=True, into=chunks)
+        body = yield from plans.stream(job, clock, deadline, ctx, batches=req.stream_batches, into=chunks)
         job._outcome(body)  # FAILED / TIMED_OUT / CANCELLED: the typed error, after the chunks
         output: Any = chunks
     else:

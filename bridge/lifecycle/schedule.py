@@ -7,24 +7,26 @@ Each endpoint (base URL + endpoint id) has one :class:`EndpointProfile` in the
 process-wide :data:`profiles`. It remembers whether ``/status-sync`` exists (``long_poll``)
 and the durations of the last :data:`MEMORY` jobs it saw end (submit to end, from the
 terminal body's ``delayTime + executionTime``), recent ones weighing more (a weight halves
-every :data:`HALF_LIFE` jobs, so a change in the endpoint's jobs is learned within tens of
-jobs). Every wait gets a :class:`JobSchedule` from it.
+every :data:`HALF_LIFE` ends). Every wait gets a :class:`JobSchedule` from it; the waits
+still running count as "lasted at least this long" (a Kaplan-Meier estimate), so the ends
+of a burst, which come shortest first, are not taken for an endpoint of short jobs.
 
 Until :data:`MIN_SAMPLES` durations are known a schedule backs off as bridge always did:
-``poll.initial``, times ``poll.factor``, up to ``poll.max_interval``. After that each pause
-ends at the latest time ``s`` for which the expected lateness of noticing the end at ``s``
-(over the learned durations still possible, i.e. longer than the elapsed time) stays under
-:data:`LATENESS_BUDGET` seconds: where no job ends (before the shortest duration seen) the
-schedule jumps ahead, where many end it looks often, and the pauses shrink as the remaining
-durations thin out. This is the look-cost vs lateness balance of optimal inspection
-(pause ~ 1/sqrt(hazard)). Two bounds keep it close to a fixed poll where durations are
-spread: a look comes at most :func:`lateness_cap` after the earliest end still possible,
-and never past the longest duration seen (plus a small margin). A job that outlives every
-duration seen backs off again from ``poll.initial`` (the endpoint's jobs may have become
-longer; their durations are learned as they end). Every pause is at least
-:data:`MIN_PAUSE` and at most ``poll.max_interval`` (stretched by at most
-:data:`CAP_SLACK` when that lands the look at the predicted end instead of one more look
-before it).
+``poll.initial``, times ``poll.factor``, up to ``poll.max_interval``. After that each look
+comes at the latest time ``s`` for which the expected lateness of noticing the end at
+``s`` (over the durations still possible, i.e. longer than the elapsed time) stays within
+a budget (:data:`LATENESS_BUDGET` s or :data:`LATENESS_SHARE` of the duration, whichever
+is larger): where no job ends (before the shortest duration seen, between two modes) the
+schedule jumps ahead, where many end it looks often (the look-cost vs lateness balance
+of optimal inspection, pause ~ 1/sqrt(hazard)). A look also comes at most
+:func:`lateness_cap` after the earliest end still possible (so durations spread widely
+are noticed no later than by a fixed 1 s poll), and no later than just past the longest
+duration seen. A job that outlives every duration seen keeps that pace while many others
+still run past it too, else backs off again from ``poll.initial``. Ten ends in a row far
+outside the usual range mean the endpoint's jobs changed: the old durations then weigh a
+fifth as much (:data:`DRIFT_RUN`, :data:`DRIFT_FADE`). Every pause is at least :data:`MIN_PAUSE` and at most
+``poll.max_interval`` (stretched by at most :data:`CAP_SLACK` when that lands the look on
+the predicted end instead of one more look just before it).
 
 Callers: on an endpoint known to have no long polls, ask ``next_delay(0.0, None)`` before
 the first look too; a look right after submit is wasted on all but the shortest jobs, and
@@ -68,10 +70,12 @@ CAP_SLACK = 1.05
 #: Past the longest duration seen, looks keep the lateness cap's pace while at least this
 #: share of jobs is estimated to run longer still; below it they back off.
 PACED_TAIL = 0.05
-#: This many ends in a row outside the usual range (0.5 %-99.5 %), on one side: the
-#: endpoint's jobs changed, and what was learned is dropped. (A burst's ends come shortest
-#: first, but 10 in a row below the 0.5 % quantile is rare even among hundreds.)
+#: This many ends in a row far outside the usual range, on one side: the endpoint's jobs
+#: changed (a burst's ends come shortest first, but 10 in a row that far out is rare even
+#: among hundreds), and the durations seen before weigh DRIFT_FADE as much from then on (an
+#: endpoint whose jobs alternate keeps some memory of both).
 DRIFT_RUN = 10
+DRIFT_FADE = 0.1
 #: Statuses whose durations are learned (a job cancelled by someone says nothing of its length).
 _LEARNED = frozenset({"COMPLETED", "FAILED", "TIMED_OUT"})
 
@@ -105,13 +109,14 @@ class _Learned:
     mistaken for an endpoint of short jobs; ``tail`` is the mass beyond the longest
     duration seen (jobs still running past it)."""
 
-    __slots__ = ("chance_gap", "exec_low", "usual", "tail", "values", "weight_above", "wvalue_above",
+    __slots__ = ("chance_gap", "exec_low", "recent", "usual", "tail", "values", "weight_above", "wvalue_above",
                  "weights")
 
-    def __init__(self, durations: list[float], executions: list[float], censored: list[float]) -> None:
+    def __init__(self, durations: list[float], fade: list[float], executions: list[float],
+                 censored: list[float]) -> None:
         n = len(durations)
         decay = 0.5 ** (1.0 / HALF_LIFE)
-        pairs = sorted((d, decay ** (n - 1 - i)) for i, d in enumerate(durations))
+        pairs = sorted((d, f * decay ** (n - 1 - i)) for i, (d, f) in enumerate(zip(durations, fade, strict=True)))
         self.values = [d for d, _ in pairs]
         # At risk at v: the ended jobs that lasted >= v, plus the running ones seen alive at >= v
         # (weight 1: they are the newest).
@@ -133,8 +138,11 @@ class _Learned:
         for i in range(n - 1, -1, -1):
             self.weight_above[i] = self.weight_above[i + 1] + self.weights[i]
             self.wvalue_above[i] = self.wvalue_above[i + 1] + self.weights[i] * self.values[i]
+        # The durations of the current regime (since the endpoint's jobs last changed): where
+        # ends are expected now, for the lateness cap.
+        self.recent = sorted(d for d, f in zip(durations, fade, strict=True) if f == 1.0) or self.values
         # A gap this wide between neighbouring durations can be chance (4 mean spacings).
-        self.chance_gap = 4 * (self.values[-1] - self.values[0]) / max(1, n - 1)
+        self.chance_gap = 4 * (self.recent[-1] - self.recent[0]) / max(1, len(self.recent) - 1)
         # The usual range: from the 0.5 % to the 99.5 % quantile, widened by half that span on
         # each side (no upper end while jobs run past the longest seen). Runs of ends outside
         # it mean the endpoint changed.
@@ -152,10 +160,10 @@ class _Learned:
         return self.values[min(i, len(self.values) - 1)]
 
     def real_gap(self, i: int, cap: float) -> bool:
-        """Whether nothing ends between ``values[i - 1]`` (or 0) and ``values[i]``: the gap is
+        """Whether nothing ends between ``recent[i - 1]`` (or 0) and ``recent[i]``: the gap is
         wider than twice the lateness cap, than 4 mean spacings of all durations, and than 8
         spacings of its neighbours (sparse because few ended there yet, or a real hole)."""
-        values = self.values
+        values = self.recent
         gap = values[i] - (values[i - 1] if i > 0 else 0.0)
         if gap <= max(2 * cap, self.chance_gap):
             return False
@@ -198,11 +206,13 @@ class _Learned:
         # The earliest end still possible: the next duration seen, when the gap up to it (from
         # the one before, or from 0) is a real one where nothing ends (before the shortest
         # duration, between two modes); else now (a gap between few samples is chance).
+        # Durations of an earlier regime (faded) do not count here: their ends are unlikely now.
         cap = lateness_cap(elapsed)
-        earliest = values[first]
-        if not self.real_gap(first, cap):
-            earliest = elapsed
-        look = min(look, earliest + cap, values[-1] + self.margin())
+        j = bisect.bisect_right(self.recent, elapsed)
+        if j < len(self.recent):
+            earliest = self.recent[j] if self.real_gap(j, cap) else elapsed
+            look = min(look, earliest + cap)
+        look = min(look, values[-1] + self.margin())
         return max(look, elapsed + MIN_PAUSE)
 
 
@@ -214,6 +224,8 @@ class EndpointProfile:
         #: None = not known yet; False = /status-sync is missing (remembered, never asked again).
         self.long_poll: bool | None = None
         self._durations: deque[float] = deque(maxlen=memory)
+        self._epochs: deque[int] = deque(maxlen=memory)  # the regime each duration belongs to
+        self._epoch = 0  # the current regime (one more each time the endpoint's jobs changed)
         self._executions: deque[float] = deque(maxlen=memory)
         self._lock = threading.Lock()
         self._learned: _Learned | None = None  # cached snapshot
@@ -237,6 +249,7 @@ class EndpointProfile:
             return
         with self._lock:
             self._durations.append(duration)
+            self._epochs.append(self._epoch)
             if execution is not None:
                 self._executions.append(execution)
             self._fresh += 1
@@ -258,10 +271,11 @@ class EndpointProfile:
         else:
             self._outside += side
         if abs(self._outside) >= DRIFT_RUN:
-            keep = list(self._durations)[-DRIFT_RUN:]
-            self._durations.clear()
-            self._durations.extend(keep)
-            self._executions.clear()
+            # The run that showed it belongs to the new regime; the older ones fade.
+            self._epoch += 1
+            for _ in range(DRIFT_RUN):
+                self._epochs.pop()
+            self._epochs.extend([self._epoch] * DRIFT_RUN)
             self._learned, self._fresh, self._outside = None, 0, 0
 
     @property
@@ -279,7 +293,8 @@ class EndpointProfile:
                 return None
             if self._learned is None or self._fresh > count // 64:
                 running = [w.elapsed for w in list(self._waits) if w.elapsed > 0]
-                self._learned = _Learned(list(self._durations), list(self._executions), running)
+                fade = [DRIFT_FADE ** (self._epoch - e) for e in self._epochs]
+                self._learned = _Learned(list(self._durations), fade, list(self._executions), running)
                 self._fresh = 0
             return self._learned
 
