@@ -149,16 +149,14 @@ def _submit(ep: EndpointState, req: JobRequest, ctx: Any, payload: Any,
     if resumed:
         ctx.job_id = str(resumed)
         return ep._new_job(str(resumed)), None, None
-    yield Stage("check_input", (ctx, payload))
-    webhook, fallback = yield Stage("webhook", (ctx, req.webhook, req.stream or req.runsync is not None))
-    wire = ep._wire
-    if req.runsync is not None:
-        remaining = clock.remaining()
-        hold = req.runsync if remaining is None else min(req.runsync, remaining)
-        call = wire.runsync(payload, hold, webhook, req.policy, req.s3_config, req.idempotency_key)
-    else:
-        call = wire.run(payload, webhook, req.policy, req.s3_config, req.idempotency_key)
     try:
+        yield Stage("check_input", (ctx, payload))
+        webhook, fallback = yield Stage("webhook", (ctx, req.webhook, req.stream or req.runsync is not None))
+        hold = req.runsync
+        remaining = clock.remaining()
+        if hold is not None and remaining is not None:
+            hold = min(hold, remaining)
+        call = ep._wire.run(payload, webhook, req.policy, req.s3_config, req.idempotency_key, wait=hold)
         body = yield from plans.send(ep, call, clock.deadline, ctx)
     except errors.BridgeError:
         yield Stage("release", (ctx,))  # nothing was created: a later delivery may submit
