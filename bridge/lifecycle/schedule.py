@@ -279,6 +279,11 @@ class EndpointProfile:
             self._learned, self._fresh, self._outside = None, 0, 0
 
     @property
+    def changes(self) -> int:
+        """How many times the endpoint's jobs were seen to change (runs of unusual ends)."""
+        return self._epoch
+
+    @property
     def samples(self) -> int:
         """How many durations are remembered."""
         return len(self._durations)
