@@ -280,10 +280,6 @@ async def test_a_task_revoked_before_it_submitted_is_reported_cancelled() -> Non
     assert j.stages.events == ["cancelled"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "lifecycle/job.py _submit: Stage('check_input') runs after the claim and outside the try that "
-    "releases it, so a refused input leaves the journal SUBMITTING under this delivery's claim (a "
-    "retry of the task waits out BRIDGE_SUBMIT_LEASE, then logs a possible double submission)"))
 async def test_an_input_the_gateway_refuses_frees_the_claim() -> None:
     j = job(FakeGateway(), {})
     with pytest.raises(errors.InvalidRequest):

@@ -125,7 +125,7 @@ async def test_cancelled_during_a_pause_between_plain_looks() -> None:
     r = await asyncio.wait_for(task, 5)
     assert r.raised(Cancelled).reason == "revoked"
     assert r.routes == ["run", "status", "cancel"]
-    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", "IN_QUEUE"), ("cancelled", "revoked")]
+    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", None), ("cancelled", "revoked")]
 
 
 async def test_delivered_ends_the_wait_with_its_body() -> None:
@@ -137,7 +137,7 @@ async def test_delivered_ends_the_wait_with_its_body() -> None:
     r = await asyncio.wait_for(task, 5)
     assert r.error is None and r.value == {"wrapped": "from the webhook"}
     assert r.routes == ["run", "status-sync"]
-    assert r.events == [SUBMITTED, ("status_changed", "COMPLETED", "IN_QUEUE"),
+    assert r.events == [SUBMITTED, ("status_changed", "COMPLETED", None),
                         ("completed", {"wrapped": "from the webhook"})]
 
 
@@ -148,7 +148,7 @@ async def test_a_delivered_failure_is_the_typed_error() -> None:
     control.interrupt(Delivered({"id": "j1", "status": "FAILED", "error": "bad input"}))
     r = await asyncio.wait_for(task, 5)
     assert r.raised(errors.JobFailed).message == "job FAILED: bad input"
-    assert r.events == [SUBMITTED, ("status_changed", "FAILED", "IN_QUEUE"), ("failed", "JobFailed")]
+    assert r.events == [SUBMITTED, ("status_changed", "FAILED", None), ("failed", "JobFailed")]
 
 
 async def test_handed_off_passes_through_and_leaves_the_remote_job_alone() -> None:
@@ -177,6 +177,20 @@ async def test_an_interruption_before_the_wait_is_held_until_it_starts() -> None
     assert r.routes == ["run", "cancel"]
     assert rig.stages.names() == ["claim", "check_input", "webhook", "record", "waiting", "may_cancel"]
     assert r.events == [SUBMITTED, ("cancelled", "revoked")]
+
+
+async def test_an_interruption_before_the_job_starts_still_lets_it_submit_and_record() -> None:
+    # Held, not thrown at the first request: a revoke that raced the submit must leave a
+    # recorded job to cancel, not a /run never sent (or sent and forgotten).
+    rig = make_rig()
+    stub = AsyncStubTransport({"run": [SLOW_DOWN, QUEUED], "status-sync": [RUNNING], "cancel": [CANCELLED_BODY]})
+    control = Control()
+    control.interrupt(Cancelled("revoked"))
+    r = await asyncio.wait_for(rig.arun(stub, control=control), 5)
+    assert r.raised(Cancelled).job_id == "j1"
+    assert r.routes == ["run", "run", "cancel"]  # the 429's retry pause was not interrupted either
+    assert r.events == [("rate_limited", "run", 0.02), ("retried", "RateLimited"), SUBMITTED,
+                        ("cancelled", "revoked")]
 
 
 async def test_a_caller_cancelling_the_task_is_not_an_interruption() -> None:

@@ -274,7 +274,7 @@ def test_completed_through_long_polls(rig: Rig) -> None:
     r = rig.run_async({"run": [QUEUED], "status-sync": [RUNNING, done({"x": 1})]})
     assert r.value == {"x": 1} and r.error is None
     assert r.routes == ["run", "status-sync", "status-sync"]
-    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", "IN_QUEUE"),
+    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", None),
                         ("status_changed", "COMPLETED", "IN_PROGRESS"), ("completed", {"x": 1})]
     assert rig.stages.calls == STAGES_OF_A_SUBMIT
     assert rig.recorder.transforms == ["transform_input", "lookup", "transform_output"]
@@ -307,7 +307,8 @@ def test_runsync_not_done_in_time_goes_on_waiting(rig: Rig) -> None:
     r = asyncio.run(rig.arun(stub, rig.plan(rig.request(runsync=5.0))))
     assert r.value == "ok"
     assert r.routes == ["runsync", "status-sync"]
-    assert r.events == [SUBMITTED, ("status_changed", "COMPLETED", "IN_PROGRESS"), ("completed", "ok")]
+    # The submit's answer is not a look: the first status seen has no previous one.
+    assert r.events == [SUBMITTED, ("status_changed", "COMPLETED", None), ("completed", "ok")]
 
 
 def test_a_resumed_job_sends_no_run_and_no_submitted_event() -> None:
@@ -332,7 +333,7 @@ def test_a_429_on_run_is_retried_after_retry_after(rig: Rig) -> None:
     assert r.value == "ok"
     assert r.routes == ["run", "run", "status-sync"]
     assert r.events == [("rate_limited", "run", 0.02), ("retried", "RateLimited"), SUBMITTED,
-                        ("status_changed", "COMPLETED", "IN_QUEUE"), ("completed", "ok")]
+                        ("status_changed", "COMPLETED", None), ("completed", "ok")]
     assert rig.ep.requests == {"run": 2, "status-sync": 1}
 
 
@@ -341,7 +342,7 @@ def test_a_429_on_a_status_look_is_retried(rig: Rig) -> None:
     assert r.value == "ok"
     assert r.routes == ["run", "status-sync", "status-sync"]
     assert r.events == [SUBMITTED, ("rate_limited", "status-sync", 0.02), ("retried", "RateLimited"),
-                        ("status_changed", "COMPLETED", "IN_QUEUE"), ("completed", "ok")]
+                        ("status_changed", "COMPLETED", None), ("completed", "ok")]
 
 
 def test_5xx_and_a_dropped_connection_for_a_while_then_success(rig: Rig) -> None:
@@ -351,7 +352,7 @@ def test_5xx_and_a_dropped_connection_for_a_while_then_success(rig: Rig) -> None
     assert r.routes == ["run"] * 3 + ["status-sync"] * 3
     assert r.events == [("retried", "ServerError"), ("retried", "TransportError"), SUBMITTED,
                         ("retried", "ServerError"), ("retried", "ServerError"),
-                        ("status_changed", "COMPLETED", "IN_QUEUE"), ("completed", "ok")]
+                        ("status_changed", "COMPLETED", None), ("completed", "ok")]
 
 
 def test_5xx_past_the_retry_attempts_is_a_server_error_and_frees_the_claim(rig: Rig) -> None:
@@ -365,13 +366,14 @@ def test_5xx_past_the_retry_attempts_is_a_server_error_and_frees_the_claim(rig: 
 
 
 def test_a_failing_status_look_is_given_up_after_the_look_error_deadline() -> None:
-    rig = make_rig(waits=WaitSettings(poll=WAITS.poll, retry=WAITS.retry, look_error_deadline=0.3, learn=False))
+    retry = RetryPolicy(attempts=2, base=0.01, max_backoff=0.02)
+    rig = make_rig(waits=WaitSettings(poll=WAITS.poll, retry=retry, look_error_deadline=0.3, learn=False))
     r = rig.run_async({"run": [QUEUED], "status-sync": [OVERLOADED]})
     error = r.raised(errors.ServerError)
     assert error.message == 'GET /status-sync answered HTTP 503: {"error": "overloaded"}' and error.job_id == "j1"
     looks = r.routes[1:]
     # Looks are not bounded by the attempts of other requests, only by the deadline.
-    assert r.routes[0] == "run" and set(looks) == {"status-sync"} and len(looks) > WAITS.retry.attempts
+    assert r.routes[0] == "run" and set(looks) == {"status-sync"} and len(looks) > retry.attempts
     assert r.events[-1] == ("failed", "ServerError") and set(r.events[1:-1]) == {("retried", "ServerError")}
 
 
@@ -383,7 +385,7 @@ def test_status_sync_404_means_plain_looks_from_then_on_for_every_job_of_the_end
     first = rig.run_async({"run": [QUEUED], "status-sync": [missing], "status": [RUNNING, done()]})
     assert first.value == "ok"
     assert first.routes == ["run", "status-sync", "status", "status"]
-    assert first.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", "IN_QUEUE"),
+    assert first.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", None),
                             ("status_changed", "COMPLETED", "IN_PROGRESS"), ("completed", "ok")]
     assert rig.ep.long_poll is False and rig.ep.profile.long_poll is False
 
@@ -424,7 +426,7 @@ def test_a_failed_terminal_status_is_its_typed_error(rig: Rig, status: str, cls:
     assert (error.message, error.job_id, error.endpoint_id) == (message, "j1", rig.ep.endpoint_id)
     assert error.error == "CUDA out of memory"
     assert r.routes == ["run", "status-sync", "status-sync"]
-    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", "IN_QUEUE"),
+    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", None),
                         ("status_changed", status, "IN_PROGRESS"), event]
     assert "may_cancel" not in rig.stages.names()  # the job ended by itself: nothing to cancel
 
@@ -483,7 +485,7 @@ def test_a_deadline_with_cancel_on_timeout_cancels_once_and_raises_timeout(rig: 
     # Under a second left, a long poll is pointless: plain looks, then one /cancel.
     assert r.routes[0] == "run" and r.routes[-1] == "cancel" and set(r.routes[1:-1]) == {"status"}
     assert stub.calls[-1].url == f"{BASE}/{rig.ep.endpoint_id}/cancel/j1"
-    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", "IN_QUEUE"), ("cancelled", "timeout")]
+    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", None), ("cancelled", "timeout")]
     assert rig.stages.names().count("may_cancel") == 1
 
 
@@ -493,7 +495,7 @@ def test_a_deadline_without_cancel_leaves_the_job_running(rig: Rig) -> None:
     error = r.raised(errors.Timeout)
     assert error.message == "job not finished after 0.1 s (last status IN_PROGRESS)"
     assert "cancel" not in r.routes and "may_cancel" not in rig.stages.names()
-    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", "IN_QUEUE"), ("failed", "Timeout")]
+    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", None), ("failed", "Timeout")]
 
 
 def test_an_expired_deadline_cancels_and_raises_cancelled_expired(rig: Rig) -> None:
@@ -503,7 +505,7 @@ def test_an_expired_deadline_cancels_and_raises_cancelled_expired(rig: Rig) -> N
     error = r.raised(Cancelled)
     assert (error.reason, error.job_id, error.settled) == ("expired", "j1", True)
     assert r.routes[-1] == "cancel" and r.routes.count("cancel") == 1
-    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", "IN_QUEUE"), ("cancelled", "expired")]
+    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", None), ("cancelled", "expired")]
 
 
 def test_a_failed_cancel_on_timeout_says_so(rig: Rig) -> None:
@@ -527,7 +529,7 @@ def test_an_unknown_status_past_its_limit_is_unknown_status(rig: Rig, monkeypatc
     assert error.job_id == "j1"
     # The first look is a long poll; then the unknown status's limit (< 1 s away) bounds them.
     assert r.routes[:2] == ["run", "status-sync"] and set(r.routes[2:]) == {"status"} and "cancel" not in r.routes
-    assert r.events == [SUBMITTED, ("status_changed", "WARMING_UP", "IN_QUEUE"), ("failed", "UnknownStatus")]
+    assert r.events == [SUBMITTED, ("status_changed", "WARMING_UP", None), ("failed", "UnknownStatus")]
 
 
 def test_an_unknown_status_that_turns_known_is_waited_through(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -549,7 +551,7 @@ def test_a_stream_emits_transformed_chunks_in_batches(rig: Rig) -> None:
     assert r.routes == ["run"] + ["stream"] * 4
     assert stub.calls[1].url.endswith("/stream/j1?wait=20000")
     assert rig.recorder.transforms == ["transform_input", "lookup"] + ["transform_chunk"] * 3
-    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", "IN_QUEUE"),
+    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", None),
                         ("status_changed", "COMPLETED", "IN_PROGRESS"), ("completed", ["A", "B", "C"])]
     assert rig.stages.names()[-2:] == ["waiting", "streamed"]
 
@@ -561,7 +563,7 @@ def test_a_stream_that_fails_after_chunks_raises_after_them(rig: Rig) -> None:
     assert r.raised(errors.JobFailed).message == "job FAILED: handler crashed"
     assert r.emitted == [["a", "b"]]
     assert r.routes == ["run", "stream", "stream"]  # the error text came with the stream's answer
-    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", "IN_QUEUE"),
+    assert r.events == [SUBMITTED, ("status_changed", "IN_PROGRESS", None),
                         ("status_changed", "FAILED", "IN_PROGRESS"), ("failed", "JobFailed")]
 
 
