@@ -5,39 +5,26 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from bridge import errors
-from bridge.batch import store as st
-from bridge.batch.engine import Engine, Options
+from bridge.batch.engine import Engine
 from bridge.batch.handle import BatchHandle, Progress
 
 
 class LocalBatch(BatchHandle):
     """A batch run by :class:`~bridge.batch.engine.Engine` on its own thread and event loop."""
 
-    def __init__(
-        self,
-        batch_id: str,
-        endpoint_id: str,
-        inputs: Iterable[Any],
-        store: st.Store,
-        options: Options,
-        *,
-        waiter: Any = None,
-        owns_store: bool = True,
-        total: int | None = None,
-        hooks: Any = None,
-    ) -> None:
-        super().__init__(batch_id, store)
-        self._expected_total = total
-        self.endpoint_id = endpoint_id
-        self._owns_store = owns_store
+    def __init__(self, batch_id: str, *engine_args: Any, owns_store: bool = True, total: int | None = None,
+                 **engine_options: Any) -> None:
+        """``LocalBatch(batch_id, endpoint_id, inputs, store, options, *, owns_store=True,
+        total=None, waiter=None, hooks=None)``: the rest goes to the :class:`Engine`."""
         self._loop = asyncio.new_event_loop()
-        self.engine = Engine(
-            batch_id, endpoint_id, inputs, store, options, waiter=waiter, on_finish=self._notify, hooks=hooks
-        )
+        self.engine = Engine(batch_id, *engine_args, on_finish=self._notify, **engine_options)
+        super().__init__(batch_id, self.engine.store)
+        self._expected_total = total
+        self.endpoint_id = self.engine.endpoint_id
+        self._owns_store = owns_store
         self._thread = threading.Thread(target=self._main, name=f"bridge-batch-{batch_id}", daemon=True)
         self._thread.start()
 

@@ -61,6 +61,20 @@ class _Spent(Exception):
 _SPENT = _Spent()
 
 
+def _advance(plan: Plan[Any], reply: Any, throw: BaseException | None) -> tuple[bool, Any]:
+    """Send ``reply`` into ``plan`` (or throw ``throw``): ``(True, its value)`` when it
+    ended, else ``(False, its next step)``."""
+    try:
+        return False, (plan.throw(throw) if throw is not None else plan.send(reply))
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def _active(hooks: Any) -> Any:
+    """The hooks to run, or None when no plugin implements any (hooks answer at once)."""
+    return hooks if hooks is not None and hooks.enabled else None
+
+
 def _hook_sync(hooks: Any, step: Hook) -> Any:
     return getattr(hooks, step.name)(step.ctx, step.value)
 
@@ -77,12 +91,11 @@ class SyncDriver:
         """Run ``plan``, yielding what it emits; the generator's return value is the plan's."""
         reply: Any = None
         throw: BaseException | None = None
-        hooks = self.hooks if self.hooks is not None and self.hooks.enabled else None
+        hooks = _active(self.hooks)
         while True:
-            try:
-                step = plan.throw(throw) if throw is not None else plan.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            ended, step = _advance(plan, reply, throw)
+            if ended:
+                return step  # type: ignore[no-any-return]
             reply = throw = None
             if isinstance(step, Attempt):
                 try:
@@ -139,14 +152,13 @@ class AsyncDriver:
         it returns an awaitable)."""
         reply: Any = None
         throw: BaseException | None = None
-        hooks = self.hooks if self.hooks is not None and self.hooks.enabled else None
+        hooks = _active(self.hooks)
         if control is not None:
             control.task = asyncio.current_task()
         while True:
-            try:
-                step = plan.throw(throw) if throw is not None else plan.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+            ended, step = _advance(plan, reply, throw)
+            if ended:
+                return step  # type: ignore[no-any-return]
             reply = throw = None
             if isinstance(step, (Attempt, Sleep)):
                 if control is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge import errors
 from bridge.lifecycle import plans
@@ -35,6 +35,7 @@ from bridge.wire import terminal
 __all__ = ["JobRequest", "finish", "run_job", "start"]
 
 Fallback = tuple[float, float] | None
+T = TypeVar("T")
 
 
 @dataclass
@@ -73,57 +74,61 @@ def _clock(ep: EndpointState, req: JobRequest) -> tuple[WaitClock, Deadline]:
 
 def run_job(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[Any]:
     """The whole job: its (transformed) output, or the typed error."""
-    clock, deadline = _clock(ep, req)
-    try:
-        payload = yield Hook("transform_input", ctx, req.input)
-        hit, cached = yield Hook("lookup", ctx, payload)
-        if hit:
-            return (yield from _cached(ctx, req, cached))
-        job, body, fallback = yield from _submit(ep, req, ctx, payload, clock)
-        return (yield from _finish(job, body, req, ctx, clock, deadline, fallback))
-    except GeneratorExit:
-        raise  # the plan was dropped (its driver gave up): nothing to report
-    except BaseException as exc:
-        yield from _ended_badly(ep, ctx, exc)
-        raise
+    return (yield from _reported(ep, ctx, _whole(ep, req, ctx)))
 
 
 def start(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[JobState]:
     """Half a job, for ``Endpoint.run``: transform, lookup, submit, record; the job to wait
     on later. A lookup hit sends nothing and returns a job that is already COMPLETED with
     the found output (its id starts with ``lookup-``; :func:`finish` transforms the output)."""
-    clock, _ = _clock(ep, req)
-    try:
-        payload = yield Hook("transform_input", ctx, req.input)
-        hit, cached = yield Hook("lookup", ctx, payload)
-        if hit:
-            job = ep._new_job(f"lookup-{uuid.uuid4().hex[:16]}")
-            job._remember({"id": job.job_id, "status": "COMPLETED", "output": cached})
-            job.from_lookup = True
-            return job
-        job, _body, _fallback = yield from _submit(ep, req, ctx, payload, clock)
-        return job
-    except GeneratorExit:
-        raise  # the plan was dropped (its driver gave up): nothing to report
-    except BaseException as exc:
-        yield from _ended_badly(ep, ctx, exc)
-        raise
+    return (yield from _reported(ep, ctx, _first_half(ep, req, ctx)))
 
 
 def finish(job: JobState, req: JobRequest, ctx: Any) -> Plan[Any]:
     """The other half, for ``Job.output``: wait, outcome, transform, events."""
-    ep = job._endpoint_base
-    clock, deadline = _clock(ep, req)
+    return (yield from _reported(job._endpoint_base, ctx, _second_half(job, req, ctx)))
+
+
+def _reported(ep: EndpointState, ctx: Any, plan: Plan[T]) -> Plan[T]:
+    """``plan``, telling the observers how it ended if it ended badly (see _ended_badly)."""
     try:
-        final = job._final()
-        if job.from_lookup and final is not None:
-            return (yield from _cached(ctx, req, final.get("output")))
-        return (yield from _finish(job, final, req, ctx, clock, deadline, None))
+        return (yield from plan)
     except GeneratorExit:
         raise  # the plan was dropped (its driver gave up): nothing to report
     except BaseException as exc:
         yield from _ended_badly(ep, ctx, exc)
         raise
+
+
+def _whole(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[Any]:
+    clock, deadline = _clock(ep, req)
+    payload = yield Hook("transform_input", ctx, req.input)
+    hit, cached = yield Hook("lookup", ctx, payload)
+    if hit:
+        return (yield from _cached(ctx, req, cached))
+    job, body, fallback = yield from _submit(ep, req, ctx, payload, clock)
+    return (yield from _finish(job, body, req, ctx, clock, deadline, fallback))
+
+
+def _first_half(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[JobState]:
+    clock, _ = _clock(ep, req)
+    payload = yield Hook("transform_input", ctx, req.input)
+    hit, cached = yield Hook("lookup", ctx, payload)
+    if hit:
+        job = ep._new_job(f"lookup-{uuid.uuid4().hex[:16]}")
+        job._remember({"id": job.job_id, "status": "COMPLETED", "output": cached})
+        job.from_lookup = True
+        return job
+    job, _body, _fallback = yield from _submit(ep, req, ctx, payload, clock)
+    return job
+
+
+def _second_half(job: JobState, req: JobRequest, ctx: Any) -> Plan[Any]:
+    clock, deadline = _clock(job._endpoint_base, req)
+    final = job._final()
+    if job.from_lookup and final is not None:
+        return (yield from _cached(ctx, req, final.get("output")))
+    return (yield from _finish(job, final, req, ctx, clock, deadline, None))
 
 
 def _cached(ctx: Any, req: JobRequest, output: Any) -> Plan[Any]:
