@@ -23,9 +23,9 @@
         ├── JobCancelled            CANCELLED
         └── JobTimedOut             TIMED_OUT (the endpoint's executionTimeout/ttl)
 
-Every error is picklable and survives Celery's JSON result serialisation: each class
-passes *all* its constructor arguments, positionally, to ``super().__init__`` and every
-argument is a JSON-safe scalar. The fields (``message``, ``job_id``, ``endpoint_id``,
+Every error is picklable and survives Celery's JSON result serialisation: one constructor
+(:class:`BridgeError`'s, from the fields each class declares) passes *all* the arguments,
+positionally, to ``super().__init__``, and every argument is a JSON-safe scalar. The fields (``message``, ``job_id``, ``endpoint_id``,
 ``hint``, ``status_code``, ``retry_after``, ``error`` ...) are views of ``args``: set one
 (``exc.job_id = "j"``) and ``args`` follows, so pickle and Celery's ``exc_type(*args)``
 rebuild give back the same error. Construct positionally or by keyword
@@ -39,7 +39,7 @@ and :func:`scrub` is applied to any text that came from outside.
 from __future__ import annotations
 
 import re
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
 __all__ = [
     "RETRYABLE",
@@ -75,6 +75,18 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)((?:api[_-]?key|token|secret|password|accessSecret|authorization)[\"']?\s*[:=]\s*[\"']?"
                r"(?:(?:bearer|basic)\s+)?)(?!(?:bearer|basic)\s)(?!<)[^\s\"',&}]+"),
 ]
+
+
+def _layout(cls: type) -> dict[str, int]:
+    """Field name -> index in ``args`` for an error class (its own fields and inherited ones)."""
+    found = _LAYOUTS.get(cls)
+    if found is None:
+        found = _LAYOUTS[cls] = {name: f.index for klass in reversed(cls.__mro__)
+                                 for name, f in vars(klass).items() if isinstance(f, Field)}
+    return found
+
+
+_LAYOUTS: dict[type, dict[str, int]] = {}
 
 
 def scrub(text: str, *secrets: str | None) -> str:
@@ -150,15 +162,32 @@ class BridgeError(Exception):
     endpoint_id: Field[str | None] = Field(2)
     hint = _Hint(3)
 
-    def __init__(
-        self,
-        message: str,
-        job_id: str | None = None,
-        endpoint_id: str | None = None,
-        hint: str | None = None,
-        *extra: Any,
-    ) -> None:
-        super().__init__(message, job_id, endpoint_id, hint, *extra)
+    #: Field values this class fills in when the caller gives none (RateLimited: 429).
+    field_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, message: str, *args: Any, **fields: Any) -> None:
+        """``Error(message, job_id, endpoint_id, hint, <the class's own fields>...)``,
+        positionally (as Celery and pickle rebuild it) or by field name; every field lands
+        in ``args`` at its index, unset ones as None."""
+        layout = _layout(type(self))
+        values: list[Any] = [message, *args]
+        given = set(range(len(values)))
+        for name, value in fields.items():
+            index = layout.get(name)
+            if index is None:
+                raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {name!r}")
+            values.extend([None] * (index + 1 - len(values)))
+            values[index] = value
+            given.add(index)
+        for name, value in self.field_defaults.items():
+            if layout[name] not in given:
+                values.extend([None] * (layout[name] + 1 - len(values)))
+                values[layout[name]] = value
+        values.extend([None] * (max(layout.values()) + 1 - len(values)))
+        super().__init__(*values)
+        # TimeoutError is an OSError, which keeps only two of several args in .args;
+        # Celery rebuilds errors from .args, so every one is kept.
+        self.args = tuple(values)
 
     def __str__(self) -> str:
         where = []
@@ -203,16 +232,6 @@ class EndpointError(BridgeError):
 
     status_code: Field[int | None] = Field(4)
 
-    def __init__(
-        self,
-        message: str,
-        job_id: str | None = None,
-        endpoint_id: str | None = None,
-        hint: str | None = None,
-        status_code: int | None = None,
-        *extra: Any,
-    ) -> None:
-        super().__init__(message, job_id, endpoint_id, hint, status_code, *extra)
 
 
 class BadRequest(EndpointError):
@@ -234,20 +253,10 @@ class NotFound(EndpointError):
 
 class RateLimited(EndpointError):
     default_hint = "your request rate against the endpoint's limits; bridge retries with backoff"
+    field_defaults: ClassVar[dict[str, Any]] = {"status_code": 429}
 
     retry_after: Field[float | None] = Field(5)
 
-    def __init__(
-        self,
-        message: str,
-        job_id: str | None = None,
-        endpoint_id: str | None = None,
-        hint: str | None = None,
-        status_code: int | None = 429,
-        retry_after: float | None = None,
-        *extra: Any,
-    ) -> None:
-        super().__init__(message, job_id, endpoint_id, hint, status_code, retry_after, *extra)
 
 
 class ServerError(EndpointError):
@@ -270,18 +279,6 @@ class UnknownStatus(MalformedResponse):
     status: Field[str | None] = Field(5)
     waited: Field[float | None] = Field(6)
 
-    def __init__(
-        self,
-        message: str,
-        job_id: str | None = None,
-        endpoint_id: str | None = None,
-        hint: str | None = None,
-        status_code: int | None = None,
-        status: str | None = None,
-        waited: float | None = None,
-        *extra: Any,
-    ) -> None:
-        super().__init__(message, job_id, endpoint_id, hint, status_code, status, waited, *extra)
 
 
 class Timeout(BridgeError, TimeoutError):
@@ -291,19 +288,6 @@ class Timeout(BridgeError, TimeoutError):
 
     timeout: Field[float | None] = Field(4)
 
-    def __init__(
-        self,
-        message: str,
-        job_id: str | None = None,
-        endpoint_id: str | None = None,
-        hint: str | None = None,
-        timeout: float | None = None,
-        *extra: Any,
-    ) -> None:
-        super().__init__(message, job_id, endpoint_id, hint, timeout, *extra)
-        # TimeoutError is an OSError, which keeps only two of several args in .args;
-        # Celery rebuilds errors from .args, so restore all of them.
-        self.args = (message, job_id, endpoint_id, hint, timeout, *extra)
 
 
 class RedisUnavailable(BridgeError):
@@ -318,17 +302,6 @@ class RedisUnavailable(BridgeError):
     url: Field[str | None] = Field(4)
     outage: Field[float | None] = Field(5)
 
-    def __init__(
-        self,
-        message: str,
-        job_id: str | None = None,
-        endpoint_id: str | None = None,
-        hint: str | None = None,
-        url: str | None = None,
-        outage: float | None = None,
-        *extra: Any,
-    ) -> None:
-        super().__init__(message, job_id, endpoint_id, hint, url, outage, *extra)
 
 
 class JobError(BridgeError):
@@ -338,16 +311,6 @@ class JobError(BridgeError):
 
     error: Field[Any] = Field(4)
 
-    def __init__(
-        self,
-        message: str,
-        job_id: str | None = None,
-        endpoint_id: str | None = None,
-        hint: str | None = None,
-        error: Any = None,
-        *extra: Any,
-    ) -> None:
-        super().__init__(message, job_id, endpoint_id, hint, error, *extra)
 
 
 class JobFailed(JobError):
