@@ -233,7 +233,6 @@ class EndpointError(BridgeError):
     status_code: Field[int | None] = Field(4)
 
 
-
 class BadRequest(EndpointError):
     default_hint = "the request body: input, policy, webhook and s3Config shapes"
 
@@ -258,7 +257,6 @@ class RateLimited(EndpointError):
     retry_after: Field[float | None] = Field(5)
 
 
-
 class ServerError(EndpointError):
     default_hint = "the endpoint's health and logs; bridge retries 5xx with backoff"
 
@@ -280,14 +278,12 @@ class UnknownStatus(MalformedResponse):
     waited: Field[float | None] = Field(6)
 
 
-
 class Timeout(BridgeError, TimeoutError):
     """Our own deadline passed. Subclasses the built-in ``TimeoutError`` like the SDK's."""
 
     default_hint = "the timeout you passed; the remote job may still be running unless cancelled"
 
     timeout: Field[float | None] = Field(4)
-
 
 
 class RedisUnavailable(BridgeError):
@@ -303,14 +299,12 @@ class RedisUnavailable(BridgeError):
     outage: Field[float | None] = Field(5)
 
 
-
 class JobError(BridgeError):
     """The remote job reached a terminal state other than COMPLETED."""
 
     status = ""  # the terminal status this error stands for (a class constant)
 
     error: Field[Any] = Field(4)
-
 
 
 class JobFailed(JobError):

@@ -237,12 +237,7 @@ class Hooks:
         """Tell observers ``bridge_on_<event>`` what happened. A plugin's exception is logged
         with its name and swallowed. An unknown ``event`` is a bug in the caller: ValueError.
         Arguments an observer takes but the caller left out arrive as ``None``."""
-        impls = self._observers(event)
-        if not impls:
-            return
-        self._bind(ctx)
-        data["ctx"] = ctx
-        for impl in impls:
+        for impl in self._observing(event, ctx, data):
             try:
                 result = impl.function(*[data.get(name) for name in impl.argnames])
                 if impl.is_async:
@@ -251,18 +246,21 @@ class Hooks:
                 log_observer_error(impl, event)
 
     async def anotify(self, event: str, ctx: JobContext, **data: Any) -> None:
-        impls = self._observers(event)
-        if not impls:
-            return
-        self._bind(ctx)
-        data["ctx"] = ctx
-        for impl in impls:
+        for impl in self._observing(event, ctx, data):
             try:
                 result = impl.function(*[data.get(name) for name in impl.argnames])
                 if impl.is_async:
                     await result
             except Exception:
                 log_observer_error(impl, event)
+
+    def _observing(self, event: str, ctx: JobContext, data: dict[str, Any]) -> tuple[Impl, ...]:
+        """The observers of ``event``, with ``ctx`` bound and put in ``data`` when there are any."""
+        impls = self._observers(event)
+        if impls:
+            self._bind(ctx)
+            data["ctx"] = ctx
+        return impls
 
     def _observers(self, event: str) -> tuple[Impl, ...]:
         impls = self._events.get(event)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import errors
@@ -54,20 +54,17 @@ class _Stopped(BaseException):  # noqa: N818 (not an error: it passes through th
     when its job was accepted) for a re-run with the cause fixed."""
 
 
-@dataclass
-class Counters:
-    done: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    in_flight: int = 0
-    submitted: int = 0
-    resumed: int = 0
-    skipped: int = 0
-    throttled: int = 0
-    #: What a resume found, by :attr:`bridge.batch.store.Item.outcome`: ``kept`` (completed,
-    #: or FAILED without retry_failed) and ``retried`` inputs.
-    kept: dict[str, int] = field(default_factory=dict)
-    retried: dict[str, int] = field(default_factory=dict)
+class Counters(types.SimpleNamespace):
+    """What a batch run has done, as ints: ``done``, ``failed``, ``cancelled``, ``in_flight``,
+    ``submitted``, ``resumed``, ``skipped`` (kept from an earlier run), ``throttled`` (429s);
+    and, by :attr:`bridge.batch.store.Item.outcome`, what a resume found: ``kept`` (completed,
+    or FAILED without retry_failed) and ``retried`` inputs."""
+
+    def __init__(self) -> None:
+        super().__init__(**dict.fromkeys(_COUNTS, 0), kept={}, retried={})
+
+
+_COUNTS = ("done", "failed", "cancelled", "in_flight", "submitted", "resumed", "skipped", "throttled")
 
 
 class Engine:
