@@ -72,10 +72,15 @@ CAP_SLACK = 1.05
 PACED_TAIL = 0.05
 #: This many ends in a row far outside the usual range, on one side: the endpoint's jobs
 #: changed (a burst's ends come shortest first, but 10 in a row that far out is rare even
-#: among hundreds), and the durations seen before weigh DRIFT_FADE as much from then on (an
-#: endpoint whose jobs alternate keeps some memory of both).
+#: among hundreds). The last ARCHIVE durations seen before are kept aside and weigh
+#: DRIFT_FADE as much from then on (an endpoint whose jobs alternate keeps both).
 DRIFT_RUN = 10
-DRIFT_FADE = 0.1
+DRIFT_FADE = 0.02
+#: Durations kept per earlier regime (two regimes back at most).
+ARCHIVE = 200
+#: The snapshot is remade at least every this many schedules computed: it counts the running
+#: waits as "lasted at least this long", and they grow older without any end being seen.
+LOOKS_PER_REMAKE = 256
 #: Statuses whose durations are learned (a job cancelled by someone says nothing of its length).
 _LEARNED = frozenset({"COMPLETED", "FAILED", "TIMED_OUT"})
 
@@ -112,11 +117,11 @@ class _Learned:
     __slots__ = ("chance_gap", "exec_low", "recent", "usual", "tail", "values", "weight_above", "wvalue_above",
                  "weights")
 
-    def __init__(self, durations: list[float], fade: list[float], executions: list[float],
+    def __init__(self, samples: list[tuple[float, float, bool]], executions: list[float],
                  censored: list[float]) -> None:
-        n = len(durations)
-        decay = 0.5 ** (1.0 / HALF_LIFE)
-        pairs = sorted((d, f * decay ** (n - 1 - i)) for i, (d, f) in enumerate(zip(durations, fade, strict=True)))
+        # samples: (duration, weight, of the current regime)
+        n = len(samples)
+        pairs = sorted((d, w) for d, w, _ in samples)
         self.values = [d for d, _ in pairs]
         # At risk at v: the ended jobs that lasted >= v, plus the running ones seen alive at >= v
         # (weight 1: they are the newest).
@@ -140,7 +145,7 @@ class _Learned:
             self.wvalue_above[i] = self.wvalue_above[i + 1] + self.weights[i] * self.values[i]
         # The durations of the current regime (since the endpoint's jobs last changed): where
         # ends are expected now, for the lateness cap.
-        self.recent = sorted(d for d, f in zip(durations, fade, strict=True) if f == 1.0) or self.values
+        self.recent = sorted(d for d, _, current in samples if current) or self.values
         # A gap this wide between neighbouring durations can be chance (4 mean spacings).
         self.chance_gap = 4 * (self.recent[-1] - self.recent[0]) / max(1, len(self.recent) - 1)
         # The usual range: from the 0.5 % to the 99.5 % quantile, widened by half that span on
@@ -223,13 +228,15 @@ class EndpointProfile:
         memory = MEMORY if memory is None else memory
         #: None = not known yet; False = /status-sync is missing (remembered, never asked again).
         self.long_poll: bool | None = None
-        self._durations: deque[float] = deque(maxlen=memory)
-        self._epochs: deque[int] = deque(maxlen=memory)  # the regime each duration belongs to
+        self._durations: deque[float] = deque(maxlen=memory)  # of the current regime
         self._epoch = 0  # the current regime (one more each time the endpoint's jobs changed)
+        #: (duration, regime, age within it): a sample of earlier regimes' durations.
+        self._archive: deque[tuple[float, int, int]] = deque(maxlen=ARCHIVE * 2)
         self._executions: deque[float] = deque(maxlen=memory)
         self._lock = threading.Lock()
         self._learned: _Learned | None = None  # cached snapshot
         self._fresh = 0  # durations observed since the snapshot was made
+        self._looks = 0  # schedules computed since (the running waits it knows grow older)
         self._outside = 0  # ends in a row below (negative) or above the usual range
         self._usual = (0.0, math.inf)  # that range, as it was when the run began
         #: The waits in progress (their elapsed time is what the snapshot knows of running jobs).
@@ -249,7 +256,6 @@ class EndpointProfile:
             return
         with self._lock:
             self._durations.append(duration)
-            self._epochs.append(self._epoch)
             if execution is not None:
                 self._executions.append(execution)
             self._fresh += 1
@@ -271,11 +277,14 @@ class EndpointProfile:
         else:
             self._outside += side
         if abs(self._outside) >= DRIFT_RUN:
-            # The run that showed it belongs to the new regime; the older ones fade.
+            # The run that showed it starts the new regime; the newest durations of the old
+            # one are kept aside (it may come back), weighing DRIFT_FADE from now on.
+            earlier = list(self._durations)[:-DRIFT_RUN]
+            kept = earlier[-ARCHIVE:]
+            self._archive.extend((d, self._epoch, len(kept) - 1 - i) for i, d in enumerate(kept))
+            for _ in range(len(self._durations) - DRIFT_RUN):
+                self._durations.popleft()
             self._epoch += 1
-            for _ in range(DRIFT_RUN):
-                self._epochs.pop()
-            self._epochs.extend([self._epoch] * DRIFT_RUN)
             self._learned, self._fresh, self._outside = None, 0, 0
 
     @property
@@ -285,22 +294,27 @@ class EndpointProfile:
 
     @property
     def samples(self) -> int:
-        """How many durations are remembered."""
-        return len(self._durations)
+        """How many durations are remembered (earlier regimes' included)."""
+        return len(self._durations) + len(self._archive)
 
     def learned(self) -> _Learned | None:
         """The current snapshot, or None while fewer than MIN_SAMPLES durations are known.
         It is remade once 1/64 of the memory is new (not on every end: at hundreds of
         ends a second that would cost more than the looks it saves)."""
         with self._lock:
-            count = len(self._durations)
+            count = len(self._durations) + len(self._archive)
             if count < MIN_SAMPLES:
                 return None
-            if self._learned is None or self._fresh > count // 64:
+            if self._learned is None or self._fresh > count // 64 or self._looks > LOOKS_PER_REMAKE:
+                decay = 0.5 ** (1.0 / HALF_LIFE)
+                n = len(self._durations)
+                samples = [(d, decay ** (n - 1 - i), True) for i, d in enumerate(self._durations)]
+                samples += [(d, DRIFT_FADE ** (self._epoch - e) * decay ** age, False)
+                            for d, e, age in self._archive]
                 running = [w.elapsed for w in list(self._waits) if w.elapsed > 0]
-                fade = [DRIFT_FADE ** (self._epoch - e) for e in self._epochs]
-                self._learned = _Learned(list(self._durations), fade, list(self._executions), running)
-                self._fresh = 0
+                self._learned = _Learned(samples, list(self._executions), running)
+                self._fresh = self._looks = 0
+            self._looks += 1
             return self._learned
 
     def schedule(self, poll: PollLike, *, stream: bool = False) -> JobSchedule:
