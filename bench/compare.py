@@ -1,6 +1,6 @@
 """Every benchmark area on the old code and on this tree, back to back, figures side by side.
 
-``python -m bench.compare [--quick] [--before DIR] [--after DIR] [--repeat N] [AREA ...]``
+``python -m bench.compare [--quick] [--before DIR] [--after DIR] [--repeat N] [--pass=FLAG] [AREA ...]``
 
 For each area (default: all of ``python -m bench``), ``python -m bench AREA`` runs in the
 old tree (``--before``, default ``../before`` beside this repository: a ``git worktree`` of
@@ -159,7 +159,21 @@ def table(areas: list[str], out: Path, threshold: float) -> tuple[list[str], lis
                                                                                               strict=True)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines, records, flagged
+    return lines + [""] + noise(areas, records), records, flagged
+
+
+def noise(areas: list[str], records: list[dict[str, object]]) -> list[str]:
+    """Per area: figures compared, how many flagged, and how far its controls moved (the noise)."""
+    lines = []
+    for area in areas:
+        mine = [r for r in records if r["area"] == area and r["before"] is not None and r["after"] is not None]
+        moved = [abs(float(r["after"]) / float(r["before"]) - 1)  # type: ignore[arg-type]
+                 for r in mine if r["control"] and r["before"]]
+        worse = sum(str(r["flag"]).startswith("WORSE") for r in mine)
+        spread = f"controls moved up to {max(moved):.0%} (median {statistics.median(moved):.0%})" if moved else \
+            "no control figures"
+        lines.append(f"{area:<9} {len(mine)} figures compared, {worse} worse by more than the threshold; {spread}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=Path, default=ROOT, help="the new tree (default: this repository)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side and area, ABBA order, medians kept")
     parser.add_argument("--threshold", type=float, default=0.10, help="flag an after worse by more (0.10 = 10 %%)")
+    parser.add_argument("--pass", dest="passed", action="append", default=[], metavar="FLAG",
+                        help="a flag for every area run, e.g. --pass=--only=b (python -m bench takes "
+                             "only -flags, so give values with =)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds one area run may take")
     parser.add_argument("--out", type=Path, default=None,
                         help="where raw outputs go (default /work/bench-runs/compare-<UTC time>, else /tmp)")
@@ -191,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         trees = {"before": args.before.resolve(), "after": args.after.resolve()}
         for side, tree in trees.items():
             check_tree(tree, side)
-        flags = ["--quick"] if args.quick else []
+        flags = (["--quick"] if args.quick else []) + args.passed
         log = (out / "runs.txt").open("a")
         started = time.monotonic()
         for area in areas:
