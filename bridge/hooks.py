@@ -79,11 +79,13 @@ class Hooks:
         self._events = {event: impls for event, (_, impls) in self._kinds["observer"].items()}
         #: Known events nobody observes: notify returns at once (unknown events still raise).
         self._unobserved = frozenset(event for event, impls in self._events.items() if not impls)
-        self._input = self._transforms["bridge_transform_input"]
-        self._lookup = self._kinds["first_answer"]["bridge_lookup"]
-        self._output = self._transforms["bridge_transform_output"]
-        self._chunk = self._transforms["bridge_transform_chunk"]
-        self._redact = self._transforms["bridge_redact"]
+        # bridge's own hooks: (spec, impls) split, so that a hook nobody implements costs
+        # one attribute test (these run per job and per chunk)
+        self._input_spec, self._input = self._transforms["bridge_transform_input"]
+        self._lookup_spec, self._lookup = self._kinds["first_answer"]["bridge_lookup"]
+        self._output_spec, self._output = self._transforms["bridge_transform_output"]
+        self._chunk_spec, self._chunk = self._transforms["bridge_transform_chunk"]
+        self._redact_spec, self._redact = self._transforms["bridge_redact"]
         self._loops = threading.local()
         self._all_loops: list[asyncio.AbstractEventLoop] = []
         weakref.finalize(self, close_loops, self._all_loops)
@@ -179,26 +181,30 @@ class Hooks:
 
     def transform_input(self, ctx: JobContext, input: Any) -> Any:
         """Run the input pipeline. Raises ``JobRejected`` (naming the plugin) on a veto."""
-        spec, impls = self._input
-        return self._pipeline(spec, impls, ctx, input) if impls else input
+        if not self._input:
+            return input
+        return self._pipeline(self._input_spec, self._input, ctx, input)
 
     def lookup(self, ctx: JobContext, input: Any) -> tuple[bool, Any]:
         """``(True, output)`` from the first implementation that answers, else ``(False, None)``."""
-        spec, impls = self._lookup
-        return self._first(spec, impls, ctx, input) if impls else _MISS
+        if not self._lookup:
+            return _MISS
+        return self._first(self._lookup_spec, self._lookup, ctx, input)
 
     def transform_output(self, ctx: JobContext, output: Any) -> Any:
-        spec, impls = self._output
-        return self._pipeline(spec, impls, ctx, output) if impls else output
+        if not self._output:
+            return output
+        return self._pipeline(self._output_spec, self._output, ctx, output)
 
     def transform_chunk(self, ctx: JobContext, chunk: Any) -> Any:
-        spec, impls = self._chunk
-        return self._pipeline(spec, impls, ctx, chunk) if impls else chunk
+        if not self._chunk:
+            return chunk
+        return self._pipeline(self._chunk_spec, self._chunk, ctx, chunk)
 
     def redact(self, ctx: JobContext, value: Any) -> Any:
         """A copy of ``value`` safe for logs and meta. Never raises: if a redactor fails,
         the error is logged with its name and ``"***"`` is returned (fail closed)."""
-        spec, impls = self._redact
+        spec, impls = self._redact_spec, self._redact
         if not impls:
             return value
         try:
@@ -208,23 +214,27 @@ class Hooks:
             return "***"
 
     async def atransform_input(self, ctx: JobContext, input: Any) -> Any:
-        spec, impls = self._input
-        return await self._apipeline(spec, impls, ctx, input) if impls else input
+        if not self._input:
+            return input
+        return await self._apipeline(self._input_spec, self._input, ctx, input)
 
     async def alookup(self, ctx: JobContext, input: Any) -> tuple[bool, Any]:
-        spec, impls = self._lookup
-        return await self._afirst(spec, impls, ctx, input) if impls else _MISS
+        if not self._lookup:
+            return _MISS
+        return await self._afirst(self._lookup_spec, self._lookup, ctx, input)
 
     async def atransform_output(self, ctx: JobContext, output: Any) -> Any:
-        spec, impls = self._output
-        return await self._apipeline(spec, impls, ctx, output) if impls else output
+        if not self._output:
+            return output
+        return await self._apipeline(self._output_spec, self._output, ctx, output)
 
     async def atransform_chunk(self, ctx: JobContext, chunk: Any) -> Any:
-        spec, impls = self._chunk
-        return await self._apipeline(spec, impls, ctx, chunk) if impls else chunk
+        if not self._chunk:
+            return chunk
+        return await self._apipeline(self._chunk_spec, self._chunk, ctx, chunk)
 
     async def aredact(self, ctx: JobContext, value: Any) -> Any:
-        spec, impls = self._redact
+        spec, impls = self._redact_spec, self._redact
         if not impls:
             return value
         try:
@@ -262,11 +272,14 @@ class Hooks:
 
     def _observing(self, event: str, ctx: JobContext, data: dict[str, Any]) -> tuple[Impl, ...]:
         """The observers of ``event``, with ``ctx`` bound and put in ``data`` when there are any."""
-        impls = self._observers(event)
-        if impls:
-            self._bind(ctx)
+        impls = self._events.get(event)
+        if impls is None:
+            self._observers(event)  # raises: an unknown event is a bug in the caller
+        elif impls:
+            if not ctx.options and self.options:  # _bind, inlined: this runs per event
+                ctx.options = self.options
             data["ctx"] = ctx
-        return impls
+        return impls or ()
 
     def _observers(self, event: str) -> tuple[Impl, ...]:
         impls = self._events.get(event)
