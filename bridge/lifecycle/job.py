@@ -19,6 +19,7 @@ driver holds. Hooks and events fire at the same points for every caller.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -125,6 +126,7 @@ def _first_half(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[JobState]:
 
 def _second_half(job: JobState, req: JobRequest, ctx: Any) -> Plan[Any]:
     clock, deadline = _clock(job._endpoint_base, req)
+    clock.started = min(clock.started, job.since)  # the schedule counts from the submit
     final = job._final()
     if job.from_lookup and final is not None:
         return (yield from _cached(ctx, req, final.get("output")))
@@ -162,12 +164,14 @@ def _submit(ep: EndpointState, req: JobRequest, ctx: Any, payload: Any,
         if hold is not None and remaining is not None:
             hold = min(hold, remaining)
         call = ep._wire.run(payload, webhook, req.policy, req.s3_config, req.idempotency_key, wait=hold)
+        sent = time.monotonic()
         body = yield from plans.send(ep, call, clock.deadline, ctx)
     except errors.BridgeError:
         yield Stage("release", (ctx,))  # nothing was created: a later delivery may submit
         raise
     job_id = str(body["id"])
     job = ep._new_job(job_id)
+    job.since = sent  # the schedule counts from the submit, as the endpoint's own times do
     yield Stage("record", (ctx, job_id))
     ctx.job_id = job_id
     yield Event("submitted", ctx, {"input": payload})

@@ -145,6 +145,10 @@ def wait(job: JobState, clock: WaitClock, deadline: Deadline, ctx: Any = None,
     try:
         if fallback is not None:
             yield Sleep(min(fallback[0], clock.remaining() or fallback[0]))
+        elif ep.long_poll is False:
+            # No long polls here: the first look waits for the schedule too (a look at once
+            # mostly finds the job queued, one request per job for nothing).
+            yield Sleep(clock.next_pause(None))
         while True:
             long_poll = fallback is None and ep.long_poll is not False
             hold = clock.long_poll_wait() if long_poll else None

@@ -72,7 +72,7 @@ def test_short_keys_are_not_masked_in_outputs() -> None:
 
 
 async def test_a_webhook_body_is_masked_before_any_waiter_sees_it(redis_url: str) -> None:
-    """Deliveries reach the batch engine (wait_for) and the gateway's poller (on_delivery)
+    """Deliveries reach the batch engine (wait_for) and the gateway (on_delivery: its Watches)
     through the waiter's inbox listener, which masks them once for both."""
     Wire("ep", KEY, BASE)
     waiter = WebhookWaiter("http://127.0.0.1:9", redis_url)
