@@ -40,7 +40,7 @@ def batch(batch_id: str, part: str) -> str:
 
 def handoff(host: str, pid: int) -> str:
     """String: set by a worker's main process (``pid`` on ``host``) on warm shutdown; its
-    prefork children's pollers read it and hand their tasks back."""
+    prefork children's gateways read it and hand their tasks back."""
     return f"{prefix()}:handoff:{host}:{pid}"
 
 

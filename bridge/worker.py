@@ -227,7 +227,7 @@ def _on_task_revoked(sender: Any = None, request: Any = None, terminated: bool =
     if name in JOB_TASKS and task_id:
         jobs = held.current()
         if jobs is not None and task_id in jobs.held:
-            # Held here: the poller of this process sees the key, sends /cancel and ends
+            # Held here: this process's gateway sees the key, the job's wait sends /cancel and ends
             # the wait as REVOKED (a /cancel from aside would race it to a CANCELLED status).
             # From a side thread: through a Redis restart the write waits, the consumer must not.
             threading.Thread(target=_set_cancel_key, args=(task_id,), name=f"bridge-revoke-{task_id[:8]}",

@@ -4,7 +4,7 @@ in Redis (:class:`~bridge.batch.redis_store.RedisStore`), a producer that keeps 
 
 Workers need this module imported (``bridge.install(app)`` plus ``imports =
 ("bridge.batch.celery",)``, or ``celery -A bridge.app``). Each item runs through the gateway
-(``Gateway.run``), so it gets the gateway's journal, shared per-endpoint rate budget, poller,
+(``Gateway.run``), so it gets the gateway's journal, shared per-endpoint rate budget, the one job lifecycle,
 hooks and cancel keys; its task id ``bb-{batch}-{nonce}-{index}-{attempt}`` is the Idempotency-Key,
 so a redelivered or re-enqueued item never creates a second remote job.
 """

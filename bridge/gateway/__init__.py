@@ -1,7 +1,7 @@
 """The gateway: bridge's core, with no Celery in it.
 
-``submit → record job id in the journal → wait on the shared poller → hooks → result``,
-plus cancel keys, the journal, Redis-shared rate budgets and the multiplexed poller.
+The one job lifecycle (:mod:`bridge.lifecycle`) for Celery tasks, plus what a worker adds:
+the Redis journal, cancel keys, Redis-shared rate budgets, webhooks and stream entries.
 See :mod:`bridge.gateway.core` for the walk of one job.
 """
 
@@ -20,7 +20,7 @@ def cancel_task(task_id: str, *, redis_url: str | None = None) -> None:
     """Cancel the remote job of bridge task ``task_id``, whatever state it is in.
 
     Sets the gateway-owned cancel key ``bridge:cancel:{task_id}``: a task still queued never
-    submits, a waiting task cancels its remote job within the poller's cancel check
+    submits, a waiting task cancels its remote job within the gateway's cancel check
     (0.25 s by default) and ends REVOKED. Works with no worker listening (unlike a revoke
     broadcast): the key is read when the task runs. Call ``AsyncResult.revoke()`` as well
     to have Celery discard a queued message at once.

@@ -8,7 +8,7 @@ the same way.
 Callers on any thread use the sync methods (:meth:`Gateway.run`, ...). The work runs as
 coroutines on the process's gateway loop; the calling thread only blocks on the result, so
 10,000 waiting callers cost 10,000 blocked threads (or one each of whatever the caller
-uses) and one poller, not 10,000 polling loops.
+uses) and 10,000 small plans on one loop, not 10,000 polling loops.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class JobSpec:
 
 
 class Gateway:
-    """One per process (see :func:`get_gateway`); owns the loop thread, Redis, HTTP, poller."""
+    """One per process (see :func:`get_gateway`); owns the loop thread, Redis, HTTP, the watches."""
 
     def __init__(self, settings: GatewaySettings | None = None, hooks: Hooks | None = None) -> None:
         self.settings = settings or GatewaySettings()

@@ -84,7 +84,7 @@ class GatewaySettings:
     #: Waiting and retrying (long polls, poll pauses, request retries): the one
     #: :class:`~bridge.lifecycle.settings.WaitSettings` every caller uses (docs/settings.md).
     waits: WaitSettings = field(default_factory=WaitSettings.from_env)
-    #: How often the poller looks at the cancel keys of all its jobs (one MGET per round).
+    #: How often the gateway looks at the cancel keys of all its jobs (one MGET per round).
     cancel_check: float = field(default_factory=lambda: env_float("BRIDGE_CANCEL_CHECK", 0.25))
     #: Pooled HTTP connections per worker process (long polls hold one each).
     max_connections: int = field(default_factory=lambda: env_int("BRIDGE_MAX_CONNECTIONS", 12000))

@@ -48,7 +48,7 @@ class WebhookWaiter:
     relay: str | None = None
     ttl: int = 7 * 86400
     #: Called with (ref, body) for deliveries nobody awaits with :meth:`wait_for` (the
-    #: gateway's poller can end its watch of that task this way).
+    #: gateway's Watches end that task's wait this way).
     on_delivery: Callable[[str, dict[str, Any]], None] | None = field(default=None, init=False)
     inbox: str = field(default_factory=lambda: uuid.uuid4().hex, init=False)
     _redis: Any = field(default=None, init=False)
