@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from bridge import __version__, errors
 from bridge.config import is_runpod_api, resolve_api_key, resolve_base_url
-from bridge.status import JobStatus, is_terminal
+from bridge.job_status import JobStatus, is_terminal
 
 __all__ = [
     "BODY_KEYS",

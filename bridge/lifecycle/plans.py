@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import errors
+from bridge.job_status import is_terminal
 from bridge.lifecycle.clocks import UnknownStatusClock, WaitClock
 from bridge.lifecycle.endpoint import EndpointState, JobState
 from bridge.lifecycle.settings import RetryPolicy
 from bridge.lifecycle.steps import Attempt, Cancelled, Delivered, Emit, Event, Hook, Plan, Sleep, Stage
-from bridge.status import is_terminal
 from bridge.wire import Call, is_known_status, terminal
 
 log = logging.getLogger("bridge.lifecycle")
