@@ -204,11 +204,10 @@ class Hooks:
     def redact(self, ctx: JobContext, value: Any) -> Any:
         """A copy of ``value`` safe for logs and meta. Never raises: if a redactor fails,
         the error is logged with its name and ``"***"`` is returned (fail closed)."""
-        spec, impls = self._redact_spec, self._redact
-        if not impls:
+        if not self._redact:
             return value
         try:
-            return self._pipeline(spec, impls, ctx, value)
+            return self._pipeline(self._redact_spec, self._redact, ctx, value)
         except Exception:
             logger.exception("redaction failed; the value was replaced by '***'")
             return "***"
@@ -234,11 +233,10 @@ class Hooks:
         return await self._apipeline(self._chunk_spec, self._chunk, ctx, chunk)
 
     async def aredact(self, ctx: JobContext, value: Any) -> Any:
-        spec, impls = self._redact_spec, self._redact
-        if not impls:
+        if not self._redact:
             return value
         try:
-            return await self._apipeline(spec, impls, ctx, value)
+            return await self._apipeline(self._redact_spec, self._redact, ctx, value)
         except Exception:
             logger.exception("redaction failed; the value was replaced by '***'")
             return "***"

@@ -32,26 +32,26 @@ from bridge.wire import Call
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """Send ``call`` once; the driver sends back a Reply or the TransportError raised."""
 
     call: Call
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Emit:
     """A stream chunk (or, for batching callers, a list of them) for the caller."""
 
     value: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hook:
     """Run transform hook ``name`` (``transform_input``, ``lookup``, ``transform_output``,
     ``transform_chunk``, ``redact``) on ``value``; the driver sends back its result."""
@@ -61,7 +61,7 @@ class Hook:
     value: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     """Notify the observers of ``name`` (``submitted``, ``status_changed``, ...)."""
 
@@ -70,7 +70,7 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stage:
     """Ask the caller's :class:`~bridge.lifecycle.stages.Stages` (``claim``, ``record``, ...)."""
 
