@@ -75,6 +75,13 @@ def _active(hooks: Any) -> Any:
     return hooks if hooks is not None and hooks.enabled else None
 
 
+async def _observed(seen: Any, notified: Any) -> None:
+    """The stages' observation (if awaitable), then the plugins' observers."""
+    if seen is not None:
+        await seen
+    await notified
+
+
 def _hook_sync(hooks: Any, step: Hook) -> Any:
     return getattr(hooks, step.name)(step.ctx, step.value)
 
@@ -145,6 +152,8 @@ class AsyncDriver:
         self.send = send
         self.hooks = hooks
         self.stages = stages or NO_STAGES
+        # Stages that observe no events are not asked (most callers: every event saved a call).
+        self._observe = None if type(self.stages).on_event is Stages.on_event else self.stages.on_event
 
     async def run(self, plan: Plan[T], control: Control | None = None,
                   emit: Callable[[Any], Any] | None = None) -> T:
@@ -193,27 +202,27 @@ class AsyncDriver:
                 if control is not None and isinstance(step, Stage) and step.name == "waiting":
                     control.armed = True
                 try:
-                    reply = await self._local(step, hooks)
+                    reply = self._answer(step, hooks)
+                    if inspect.isawaitable(reply):
+                        reply = await reply
                 except asyncio.CancelledError:
                     raise
                 except BaseException as exc:  # a veto, a stage's refusal: the plan ends it
                     throw = exc
 
-    async def _local(self, step: Any, hooks: Any) -> Any:
-        """A hook, an event or a stage, answered on this loop."""
+    def _answer(self, step: Any, hooks: Any) -> Any:
+        """A hook, an event or a stage: its answer, or an awaitable of it (only what is
+        really asynchronous makes a coroutine: most steps answer at once)."""
         if isinstance(step, Hook):
             if hooks is None:
                 return _identity(step)
-            return await getattr(hooks, "a" + step.name)(step.ctx, step.value)
+            return getattr(hooks, "a" + step.name)(step.ctx, step.value)
         if isinstance(step, Event):
-            seen = self.stages.on_event(step.name, step.ctx, step.data)
-            if seen is not None:
-                await seen
-            if hooks is not None:
-                await hooks.anotify(step.name, step.ctx, **step.data)
-            return None
-        reply = getattr(self.stages, step.name)(*step.args)
-        return (await reply) if inspect.isawaitable(reply) else reply
+            seen = self._observe(step.name, step.ctx, step.data) if self._observe is not None else None
+            if hooks is None:
+                return seen
+            return _observed(seen, hooks.anotify(step.name, step.ctx, **step.data))
+        return getattr(self.stages, step.name)(*step.args)
 
     async def emitted(self, plan: Plan[Any]) -> AsyncIterator[Any]:
         """Run ``plan``, yielding what it emits (an async client's stream)."""

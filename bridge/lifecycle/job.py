@@ -65,7 +65,9 @@ class JobRequest:
 
 
 def _clock(ep: EndpointState, req: JobRequest) -> tuple[WaitClock, Deadline]:
-    schedule = ep.profile.schedule(ep.waits.poll, stream=req.stream) if ep.waits.learn else None
+    # Only where looks are plain: a long-polled wait never asks the schedule.
+    learned = ep.waits.learn and ep.long_poll is False
+    schedule = ep.profile.schedule(ep.waits.poll, stream=req.stream) if learned else None
     clock = WaitClock(req.timeout, ep.waits.poll, stream=req.stream, schedule=schedule, deadline=req.deadline)
     kind = "timeout"
     if req.deadline is not None and (req.timeout is None or req.deadline <= clock.started + req.timeout):

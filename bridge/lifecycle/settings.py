@@ -11,6 +11,7 @@ defaults are the gateway's long-standing values and are the same for the Celery 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import time
 from dataclasses import dataclass, field
@@ -138,7 +139,7 @@ class WaitSettings:
     def replace(self, *, poll: PollPolicy | None = None, retry: RetryPolicy | None = None) -> WaitSettings:
         return dataclasses.replace(self, poll=poll or self.poll, retry=retry or self.retry)
 
-    @property
+    @functools.cached_property
     def look_retry(self) -> RetryPolicy:
         """How a failing status look is retried: until ``look_error_deadline``, backing off
         to at most the longest poll pause."""
