@@ -8,25 +8,23 @@ clients, the gateway and the lifecycle all build their :class:`Call` values here
 
 from __future__ import annotations
 
-import errno
 import json
 import random
-import re
-import socket
-import ssl
-import sys
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from http.client import RemoteDisconnected
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from bridge import __version__, errors
 from bridge.config import is_runpod_api, resolve_api_key, resolve_base_url
 from bridge.job_status import JobStatus, is_terminal
+from bridge.known_keys import EXCERPT as _EXCERPT
+from bridge.known_keys import MASK, MIN_SCRUBBED_KEY, holds_key, known_keys, remember_key, scrub_value
+from bridge.known_keys import safe_text as _text
+from bridge.transport_errors import transport_error
 
 __all__ = [
     "BODY_KEYS",
@@ -74,83 +72,6 @@ REDIRECT_HINT = (
 #: runsync's ``wait`` bounds in ms (RunPod's documented range).
 RUNSYNC_WAIT_MIN_MS = 1000
 RUNSYNC_WAIT_MAX_MS = 300_000
-_EXCERPT = 300
-#: Credentials in a URL (``http://user:pass@host``) are cut from any text we repeat.
-_USERINFO = re.compile(r"//[^/@\s]+@")
-#: Shorter keys are not scrubbed from outputs: they would mangle ordinary text.
-MIN_SCRUBBED_KEY = 8
-#: What a known key is replaced with in outputs, errors and logs.
-MASK = "***"
-
-#: Keys JSON always writes as they are (a key with other characters may appear escaped).
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9._~+=:-]+")
-
-#: Every API key a Wire was made with in this process (RUNPOD_API_KEY, bridge.api_key, named
-#: endpoints' keys), longest first so a key containing another is masked whole.
-_known: tuple[str, ...] = ()
-_known_bytes: tuple[bytes, ...] = ()
-_escapable = False  # some key may appear JSON-escaped in raw answers
-
-
-def remember_key(key: str | None) -> None:
-    """Add ``key`` to the keys :func:`scrub_value` masks (bridge calls this for every key it
-    sends; plugins holding other secrets may call it too)."""
-    global _known, _known_bytes, _escapable
-    if not key or len(key) < MIN_SCRUBBED_KEY or key in _known:
-        return
-    _known = tuple(sorted({*_known, key}, key=len, reverse=True))
-    _known_bytes = tuple(k.encode() for k in _known)
-    _escapable = _escapable or not _PLAIN_KEY.fullmatch(key)
-
-
-def known_keys() -> tuple[str, ...]:
-    """The keys bridge masks: every one remembered, and the current default key."""
-    remember_key(resolve_api_key())
-    return _known
-
-
-def scrub_value(value: Any, secrets: tuple[str, ...] | None = None) -> Any:
-    """``value`` (any JSON value) with every known API key replaced by ``***``, in strings and
-    object keys at any depth; the same object when nothing was found (nothing is copied)."""
-    found = known_keys() if secrets is None else secrets
-    return _scrubbed(value, found) if found else value
-
-
-def _mask(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
-
-
-def _scrubbed(value: Any, secrets: tuple[str, ...]) -> Any:
-    if isinstance(value, str):
-        return _mask(value, secrets)
-    if isinstance(value, dict):
-        out, changed = {}, False
-        for k, v in value.items():
-            k2 = _mask(k, secrets) if isinstance(k, str) else k
-            v2 = _scrubbed(v, secrets)
-            changed = changed or k2 is not k or v2 is not v
-            out[k2] = v2
-        return out if changed else value
-    if isinstance(value, list):
-        items = [_scrubbed(v, secrets) for v in value]
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
-    return value
-
-
-def _holds_key(raw: bytes) -> bool:
-    """Whether a raw JSON answer may contain a known key: a C-speed search, so answers
-    without one (nearly all) are never walked."""
-    known_keys()
-    return _escapable or any(k in raw for k in _known_bytes)
-
-
-def _text(raw: bytes | str) -> str:
-    """Outside text fit to repeat: known keys, credentials and URL userinfo masked, cut short."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return _USERINFO.sub("//***@", errors.scrub(text.strip(), *known_keys()))[:_EXCERPT]
 
 
 @dataclass(frozen=True)
@@ -347,7 +268,7 @@ class Wire:
                 )
             # An endpoint may echo a key bridge sent (in an output, an error, a chunk):
             # masked here, the one place every answer passes, before anything stores or logs it.
-            return scrub_value(body) if _holds_key(raw) else body
+            return scrub_value(body) if holds_key(raw) else body
         raise self.http_error(call, status_code, headers, raw)
 
     def http_error(
@@ -413,79 +334,6 @@ class Wire:
 
 
 # -- transport failures ----------------------------------------------------------------------
-
-
-def transport_error(
-    call: Call, exc: BaseException, *, base_url: str | None = None, endpoint_id: str | None = None
-) -> errors.TransportError:
-    """The TransportError for ``exc``, which an HTTP library raised sending ``call``. Every
-    transport comes here, so a refused connection or a read timeout reads the same whichever
-    library met it. Without ``base_url``, it and the endpoint id are read back from the URL
-    the Wire built."""
-    if base_url is None:
-        base_url, endpoint_id = _where(call)
-    return errors.TransportError(
-        f"{call.method} /{call.route} to {_text(base_url)} failed: {_failure(call, exc)}",
-        call.job_id, endpoint_id,
-    )
-
-
-def _where(call: Call) -> tuple[str, str | None]:
-    """(base URL, endpoint id) of a URL shaped ``{base}/{id}/{route}[/{job}][?query]`` (a
-    job id is quoted: it holds no slash); else the URL's origin and no id."""
-    path = call.url.split("?", 1)[0]
-    if call.job_id is not None:
-        path = path.rsplit("/", 1)[0]
-    prefix, _, route = path.rpartition("/")
-    base, _, quoted = prefix.rpartition("/")
-    if route == call.route and quoted and "://" in base and not base.endswith("/"):
-        return base, unquote(quoted)
-    parts = urlsplit(call.url)
-    return f"{parts.scheme}://{parts.netloc}", None
-
-
-def _failure(call: Call, exc: BaseException) -> str:
-    """What went wrong, in words that do not depend on the library: requests wraps urllib3
-    wraps the socket error, aiohttp has its own classes, so the whole chain is searched."""
-    chain = _chain(exc)
-    if any(isinstance(e, OSError) and e.errno == errno.ECONNREFUSED for e in chain):
-        return "connection refused"
-    if any(isinstance(e, socket.gaierror) or _is(e, "aiohttp", "ClientConnectorDNSError") for e in chain):
-        return "host name not resolved"
-    if any(_is(e, "requests.exceptions", "ConnectTimeout") or _is(e, "aiohttp", "ConnectionTimeoutError")
-           for e in chain):
-        return f"no connection within {CONNECT_TIMEOUT:g} s (connect timeout)"
-    if any(isinstance(e, TimeoutError) or _is(e, "requests.exceptions", "ReadTimeout") for e in chain):
-        return f"no answer within {call.read_timeout:g} s (read timeout)"
-    tls = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
-    if tls is not None:
-        return f"TLS failed: {_text(str(tls))}"
-    if any(isinstance(e, (ConnectionResetError, BrokenPipeError, RemoteDisconnected))
-           or _is(e, "aiohttp", "ServerDisconnectedError") for e in chain):
-        return "the connection closed before the answer"
-    return _text(f"{type(exc).__name__}: {exc}")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and every exception it wraps (causes, contexts, urllib3's ``reason``,
-    aiohttp's ``os_error``, exceptions passed as arguments)."""
-    seen: list[BaseException] = []
-    todo = [exc]
-    while todo and len(seen) < 32:
-        e = todo.pop()
-        if any(e is s for s in seen):
-            continue
-        seen.append(e)
-        inner = [e.__cause__, e.__context__, getattr(e, "reason", None), getattr(e, "os_error", None), *e.args]
-        todo.extend(x for x in inner if isinstance(x, BaseException))
-    return seen
-
-
-def _is(exc: BaseException, module: str, name: str) -> bool:
-    """``isinstance(exc, module.name)`` without importing ``module``: a library not loaded
-    raised nothing (wire stays free of HTTP libraries)."""
-    cls = getattr(sys.modules.get(module), name, None)
-    return isinstance(cls, type) and isinstance(exc, cls)
 
 
 def _raise(exc: BaseException) -> Any:

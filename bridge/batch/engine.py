@@ -160,6 +160,7 @@ class Engine:
 
         ep = AsyncioEndpoint(self.endpoint_id, api_key=self.options.api_key, base_url=self.base_url)
         ep.waits = ep.waits.replace(retry=dataclasses.replace(ep.waits.retry, attempts=self.options.submit_attempts))
+        ep.plain = False  # the batch's own plugins and stages listen (the endpoint's are not used)
         return ep
 
     async def _send(self, call: Any) -> Reply:

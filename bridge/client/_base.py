@@ -33,6 +33,7 @@ class EndpointBase(EndpointState):
 
         self.plugins = plugins
         self.hooks = Hooks.from_settings() if plugins else Hooks.empty()
+        self.plain = not plugins
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -35,6 +35,9 @@ class EndpointState:
         self._sent = 0
         #: Requests sent per route (the bench and logs read it).
         self.requests: dict[str, int] = {}
+        #: No plugins and no stages listen (a client without ``plugins=True``): the plans
+        #: skip their hook, event and stage steps, which would all answer "nothing".
+        self.plain = False
 
     @property
     def wire(self) -> Wire:

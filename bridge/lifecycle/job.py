@@ -36,6 +36,7 @@ from bridge.wire import terminal
 __all__ = ["JobRequest", "finish", "run_job", "start"]
 
 Fallback = tuple[float, float] | None
+_MISS = (False, None)
 T = TypeVar("T")
 
 
@@ -105,8 +106,8 @@ def _reported(ep: EndpointState, ctx: Any, plan: Plan[T]) -> Plan[T]:
 
 def _whole(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[Any]:
     clock, deadline = _clock(ep, req)
-    payload = yield Hook("transform_input", ctx, req.input)
-    hit, cached = yield Hook("lookup", ctx, payload)
+    payload = req.input if ep.plain else (yield Hook("transform_input", ctx, req.input))
+    hit, cached = _MISS if ep.plain else (yield Hook("lookup", ctx, payload))
     if hit:
         return (yield from _cached(ctx, req, cached))
     job, body, fallback = yield from _submit(ep, req, ctx, payload, clock)
@@ -115,8 +116,8 @@ def _whole(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[Any]:
 
 def _first_half(ep: EndpointState, req: JobRequest, ctx: Any) -> Plan[JobState]:
     clock, _ = _clock(ep, req)
-    payload = yield Hook("transform_input", ctx, req.input)
-    hit, cached = yield Hook("lookup", ctx, payload)
+    payload = req.input if ep.plain else (yield Hook("transform_input", ctx, req.input))
+    hit, cached = _MISS if ep.plain else (yield Hook("lookup", ctx, payload))
     if hit:
         job = ep._new_job(f"lookup-{uuid.uuid4().hex[:16]}")
         job._remember({"id": job.job_id, "status": "COMPLETED", "output": cached})
@@ -154,29 +155,35 @@ def _cached(ctx: Any, req: JobRequest, output: Any) -> Plan[Any]:
 def _submit(ep: EndpointState, req: JobRequest, ctx: Any, payload: Any,
             clock: WaitClock) -> Plan[tuple[JobState, dict[str, Any] | None, Fallback]]:
     """The job to wait on: resumed (the caller's stages know its id) or submitted now."""
-    resumed = yield Stage("claim", (ctx,))
+    plain = ep.plain
+    resumed = None if plain else (yield Stage("claim", (ctx,)))
     if resumed:
         ctx.job_id = str(resumed)
         return ep._new_job(str(resumed)), None, None
     try:
-        yield Stage("check_input", (ctx, payload))
-        webhook, fallback = yield Stage("webhook", (ctx, req.webhook, req.stream or req.runsync is not None))
+        if plain:
+            webhook, fallback = req.webhook, None
+        else:
+            yield Stage("check_input", (ctx, payload))
+            webhook, fallback = yield Stage("webhook", (ctx, req.webhook, req.stream or req.runsync is not None))
         hold = req.runsync
         remaining = clock.remaining()
         if hold is not None and remaining is not None:
             hold = min(hold, remaining)
         call = ep._wire.run(payload, webhook, req.policy, req.s3_config, req.idempotency_key, wait=hold)
         sent = time.monotonic()
-        body = yield from plans.send(ep, call, clock.deadline, ctx)
+        body = yield from plans.send(ep, call, clock.deadline, None if plain else ctx)
     except errors.BridgeError:
-        yield Stage("release", (ctx,))  # nothing was created: a later delivery may submit
+        if not plain:
+            yield Stage("release", (ctx,))  # nothing was created: a later delivery may submit
         raise
     job_id = str(body["id"])
     job = ep._new_job(job_id)
     job.since = sent  # the schedule counts from the submit, as the endpoint's own times do
-    yield Stage("record", (ctx, job_id))
     ctx.job_id = job_id
-    yield Event("submitted", ctx, {"input": payload})
+    if not plain:
+        yield Stage("record", (ctx, job_id))
+        yield Event("submitted", ctx, {"input": payload})
     # A repeated Idempotency-Key may name a job that already ended; /run's answer then
     # lacks the output, so only /runsync's terminal answer is kept.
     if not terminal(body) or req.runsync is not None:
@@ -187,19 +194,24 @@ def _submit(ep: EndpointState, req: JobRequest, ctx: Any, payload: Any,
 
 def _finish(job: JobState, body: dict[str, Any] | None, req: JobRequest, ctx: Any, clock: WaitClock,
             deadline: Deadline, fallback: Fallback) -> Plan[Any]:
-    yield Stage("waiting", (ctx, job.job_id))
+    plain = job._endpoint_base.plain
+    events = None if plain else ctx  # plans report to observers only where someone listens
+    if not plain:
+        yield Stage("waiting", (ctx, job.job_id))
     if req.stream:
-        chunks: list[Any] = list((yield Stage("streamed", (ctx,))) or ())
-        body = yield from plans.stream(job, clock, deadline, ctx, batches=req.stream_batches, into=chunks)
+        chunks: list[Any] = [] if plain else list((yield Stage("streamed", (ctx,))) or ())
+        body = yield from plans.stream(job, clock, deadline, events, batches=req.stream_batches, into=chunks)
         job._outcome(body)  # FAILED / TIMED_OUT / CANCELLED: the typed error, after the chunks
         output: Any = chunks
     else:
         if body is None or not terminal(body):
-            body = yield from plans.wait(job, clock, deadline, ctx, fallback)
+            body = yield from plans.wait(job, clock, deadline, events, fallback)
         output = job._outcome(body)
-        output = yield Hook("transform_output", ctx, output)
-    yield Event("completed", ctx, {"output": output, "delay_ms": body.get("delayTime"),
-                                   "execution_ms": body.get("executionTime")})
+        if not plain:
+            output = yield Hook("transform_output", ctx, output)
+    if not plain:
+        yield Event("completed", ctx, {"output": output, "delay_ms": body.get("delayTime"),
+                                       "execution_ms": body.get("executionTime")})
     return output
 
 
